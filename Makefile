@@ -1,0 +1,41 @@
+# The two set-up commands of the README: `make test` and `make demo`. Both create .venv on a
+# fresh machine; the pinned CPU torch goes in first so that nothing pulls a CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+# Reinstall when pyproject.toml changes.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: help venv test lint demo crds images clean
+
+help:
+	@echo "make test   set up .venv and run the test suite"
+	@echo "make demo   set up .venv and run the product's main flow locally"
+	@echo "make crds   regenerate crds/ from the API models"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kaito_operator inference_server tuning_job tests benchmarks
+
+test: $(STAMP) lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m kaito_operator.demo
+
+crds: $(STAMP)
+	$(PY) -m kaito_operator.api.crd --write crds/
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `kaito` command: offline tools over the catalog and Workspace files."""

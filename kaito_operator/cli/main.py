@@ -1,0 +1,53 @@
+"""Entry point of the `kaito` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kaito_operator import __version__
+from kaito_operator.catalog import CatalogError, load_catalog
+from kaito_operator.cli.catalog_cmds import presets_command, skus_command
+from kaito_operator.cli.validate_cmd import validate_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kaito",
+        description="Kubernetes AI Toolchain Operator: catalog and Workspace tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"kaito {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    presets = sub.add_parser("presets", help="list model presets and what they need")
+    presets.add_argument(
+        "--fits", metavar="SKU", help="show which presets SKU runs and with how many nodes"
+    )
+    presets.set_defaults(run=presets_command)
+
+    skus = sub.add_parser("skus", help="list GPU instance types with their figures")
+    skus.add_argument("--cloud", choices=["azure", "aws"], help="only this cloud's types")
+    skus.set_defaults(run=skus_command)
+
+    validate = sub.add_parser(
+        "validate", help="check Workspace files offline, as the admission webhook does"
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML files ('-' = stdin)")
+    validate.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    validate.set_defaults(run=validate_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        sys.stderr.write(f"error: the preset catalog is broken: {exc}\n")
+        return 2
+    return int(args.run(args, catalog))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

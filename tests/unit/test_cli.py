@@ -1,0 +1,129 @@
+"""The `kaito` command: catalog tables and offline validation with webhook-identical messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kaito_operator.cli.main import main
+from kaito_operator.validation import validate_workspace
+from tests.factories import inference_workspace, with_changes
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(str(p) for p in (ROOT / "examples").rglob("*.yaml"))
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_presets_table_lists_every_preset_with_requirements(capsys, catalog):
+    code, out, _ = run(capsys, "presets")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "NAME", "PARAMS", "GPUS", "GPU-MEMORY", "PER-GPU", "DISK", "MULTI-NODE", "TUNING", "TOKEN"
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(catalog.presets)
+    assert rows["phi-3-medium-4k-instruct"][3] == "28Gi"
+    assert rows["llama-3.1-8b-instruct"][-1] == "yes"
+
+
+def test_presets_fits_shows_nodes_and_reasons(capsys):
+    code, out, _ = run(capsys, "presets", "--fits", "Standard_NC6s_v3")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert rows["phi-3-mini-4k-instruct"].split()[1] == "1"
+    assert "needs 28 GiB of GPU memory in total" in rows["phi-3-medium-4k-instruct"]
+    assert int(rows["falcon-40b-instruct"].split()[1]) > 1  # multi-node: several V100 nodes
+
+
+def test_presets_fits_unknown_sku_is_an_error(capsys):
+    code, _, err = run(capsys, "presets", "--fits", "Standard_Z1")
+    assert code == 1
+    assert "Standard_Z1 is not in the GPU catalog" in err
+
+
+def test_skus_filter_by_cloud(capsys):
+    code, out, _ = run(capsys, "skus", "--cloud", "aws")
+    assert code == 0
+    clouds = {line.split()[1] for line in out.splitlines()[1:]}
+    assert clouds == {"aws"}
+
+
+def test_validate_examples_exit_zero(capsys):
+    code, out, _ = run(capsys, "validate", *EXAMPLES)
+    assert code == 0, out
+    assert out.count(": valid") == len(EXAMPLES)
+
+
+def test_validate_reports_the_webhook_messages_and_exits_one(capsys, catalog, tmp_path):
+    bad = with_changes(inference_workspace(), {"inference.preset.name": "phi-3-medium-4k-instruct"})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 1
+    (expected,) = validate_workspace(bad, catalog)
+    assert f"  error: {expected}" in out.splitlines()
+
+
+def test_validate_multi_document_file_skips_other_kinds(capsys, tmp_path):
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+    path = tmp_path / "bundle.yaml"
+    path.write_text(yaml.safe_dump_all([secret, inference_workspace()]))
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 0
+    assert "workspace/workspace-phi-3: valid" in out
+    assert "workspace/s" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("a: [unclosed", "not valid YAML"),
+        ("apiVersion: v1\nkind: ConfigMap\n", "holds no Workspace"),
+    ],
+)
+def test_validate_bad_files(capsys, tmp_path, content, words):
+    path = tmp_path / "f.yaml"
+    path.write_text(content)
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 1 and words in out
+
+
+def test_validate_missing_file(capsys, tmp_path):
+    code, out, _ = run(capsys, "validate", str(tmp_path / "nope.yaml"))
+    assert code == 1 and "cannot read" in out
+
+
+def test_validate_json_output(capsys, tmp_path):
+    bad = with_changes(inference_workspace(), {"resource.count": 0})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    code, out, _ = run(capsys, "validate", "-o", "json", str(path), EXAMPLES[0])
+    assert code == 1
+    report = json.loads(out)
+    assert [r["valid"] for r in report] == [False, True]
+    assert report[0]["findings"][0]["path"] == "resource.count"
+
+
+def test_validate_warnings_do_not_fail(capsys, tmp_path):
+    ws = with_changes(inference_workspace(), {"resource.instanceType": "Standard_NC8ads_Z9_v9"})
+    path = tmp_path / "new-sku.yaml"
+    path.write_text(yaml.safe_dump(ws))
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 0
+    assert "warning: resource.instanceType: Standard_NC8ads_Z9_v9 is not in the GPU catalog" in out
+
+
+def test_broken_catalog_is_reported_not_a_traceback(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAITO_PRESETS_DIR", str(tmp_path))
+    code, _, err = run(capsys, "skus")
+    assert code == 2
+    assert "the preset catalog is broken" in err and "models.yaml" in err
