@@ -1,0 +1,31 @@
+"""Fixtures for component tests: one emulated API server per session, one namespace per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from kaito_operator.sim.kube_api import KubeApiEmulator
+
+
+@pytest.fixture(scope="session")
+def kube_api() -> Iterator[KubeApiEmulator]:
+    """The shared emulator; tests isolate themselves by namespace (see `namespace`)."""
+    with KubeApiEmulator() as api:
+        yield api
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh namespace name; namespaces exist implicitly on first use, as the emulator documents."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def http(kube_api: KubeApiEmulator) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the emulator (loopback only, bounded timeouts)."""
+    with httpx.Client(base_url=kube_api.url, timeout=10.0) as client:
+        yield client
