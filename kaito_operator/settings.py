@@ -1,0 +1,77 @@
+"""Operator settings, read from the environment once at start-up.
+
+Everything the builders need from the deployment (image locations, how weights reach the pod,
+defaults of the inference server) is here, so builders stay pure: they take a `Settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PREFIX = "KAITO_"
+
+
+class Settings(BaseModel):
+    """Environment variable = `KAITO_` + the field name upper-cased (`KAITO_IMAGE_REGISTRY`)."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    image_registry: str = "mcr.microsoft.com/aks/kaito"
+    """Registry of the preset images `<registry>/kaito-<preset>:<tag>` and the base image."""
+    image_tag: str = "0.1.0"
+    weights: Literal["image", "download"] = "image"
+    """`image`: weights baked into the preset image. `download`: the base image downloads the
+    preset's pinned revision into a volume at start."""
+    base_image: str | None = None
+    """Inference image without weights; default `<registry>/kaito-base:<tag>`."""
+    hf_token_secret: str = "hf-token"
+    """Secret (key `HF_TOKEN`) used for gated models in download mode."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """Pull secrets added to every inference pod (private mirrors of the preset images)."""
+    watch_namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty = the whole cluster."""
+    log_level: str = "INFO"
+    max_workers: int = Field(default=20, ge=1)
+    """Reconciles running at once."""
+    max_batch_size: int = Field(default=8, ge=1)
+    queue_size: int = Field(default=64, ge=1)
+    max_new_tokens_cap: int = Field(default=2048, ge=1)
+    default_disk_gib: int = Field(default=100, ge=1)
+    """OS disk of nodes for custom-template Workspaces (presets say their own)."""
+    requeue_seconds: float = Field(default=10.0, gt=0)
+    """How soon a Workspace that waits on something is looked at again."""
+
+    @property
+    def base_image_ref(self) -> str:
+        return self.base_image or f"{self.image_registry}/kaito-base:{self.image_tag}"
+
+    def preset_image(self, preset: str) -> str:
+        return f"{self.image_registry}/kaito-{preset}:{self.image_tag}"
+
+
+class SettingsError(ValueError):
+    """A setting in the environment is invalid; the message names the variable."""
+
+
+_LISTS = {"image_pull_secrets", "watch_namespaces"}
+
+
+def settings_from_env(environ: Mapping[str, str]) -> Settings:
+    values: dict[str, object] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(PREFIX + name.upper())
+        if raw is None:
+            continue
+        values[name] = tuple(p.strip() for p in raw.split(",") if p.strip()) if (
+            name in _LISTS
+        ) else raw
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(problems) from exc

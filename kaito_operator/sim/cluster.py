@@ -1,0 +1,245 @@
+"""A simulated cluster around the API emulator: what kubelets, the Deployment controller and a
+node provisioner would do, reduced to what the workspace controller observes.
+
+- Machines get a Ready Node after `provision_seconds` (labels copied, GPU capacity from the
+  catalog's SKU), and `status.nodeName`/`providerID`/conditions, as the gpu-provisioner sets
+  them; or `MachineLaunched=False` with a cloud message when a failure is injected.
+- Nodes whose Machine is gone are deleted.
+- Deployments and StatefulSets get pods (Running and Ready, or a failure injected per
+  Workspace: crash loop, OOM, image pull error) and their status (ready/updated replicas).
+It polls the API over HTTP in a thread of its own, with bounded work per round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+MACHINES = "/apis/karpenter.sh/v1alpha5/machines"
+NODES = "/api/v1/nodes"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class PodFault:
+    """A container state to report for every pod of a Workspace."""
+
+    reason: str = "CrashLoopBackOff"
+    message: str = "back-off 5m0s restarting failed container"
+    last_terminated: str | None = "Error"
+
+
+@dataclass
+class SimulatedCluster:
+    server: str
+    provision_seconds: float = 0.0
+    gpus_of: Callable[[str], int] = lambda sku: 1
+    poll: float = 0.05
+    machine_failures: dict[str, str] = field(default_factory=dict)
+    """Machine name → cloud error message (MachineLaunched=False)."""
+    pod_faults: dict[str, PodFault] = field(default_factory=dict)
+    """Workspace name → the failure its pods show."""
+    _seen: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    rounds: int = 0
+
+    def start(self) -> SimulatedCluster:
+        self._thread = threading.Thread(target=self._loop, name="sim-cluster", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def __enter__(self) -> SimulatedCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        with httpx.Client(base_url=self.server, timeout=10.0) as http:
+            while not self._stop.is_set():
+                try:
+                    self._machines(http)
+                    self._workloads(http, "deployments")
+                    self._workloads(http, "statefulsets")
+                except httpx.HTTPError:
+                    pass  # the emulator is stopping; the next round or stop() decides
+                self.rounds += 1
+                self._stop.wait(self.poll)
+
+    # --- nodes -------------------------------------------------------------------------
+    def _machines(self, http: httpx.Client) -> None:
+        machines = http.get(MACHINES).json().get("items", [])
+        names = {m["metadata"]["name"] for m in machines}
+        for machine in machines:
+            name = machine["metadata"]["name"]
+            status = machine.get("status") or {}
+            if status.get("nodeName") or _launched_false(status):
+                continue
+            if name in self.machine_failures:
+                self._fail(http, name, self.machine_failures[name])
+                continue
+            first = self._seen.setdefault(name, time.monotonic())
+            if time.monotonic() - first >= self.provision_seconds:
+                self._join(http, machine)
+        nodes = http.get(NODES, params={"labelSelector": "kaito.sh/machine"}).json()
+        for node in nodes.get("items", []):
+            if node["metadata"]["labels"].get("kaito.sh/machine") not in names:
+                http.delete(f"{NODES}/{node['metadata']['name']}")
+
+    def _join(self, http: httpx.Client, machine: dict[str, Any]) -> None:
+        name = machine["metadata"]["name"]
+        sku = next(
+            (r["values"][0] for r in machine["spec"].get("requirements", [])
+             if r["key"] == "node.kubernetes.io/instance-type"),
+            "unknown",
+        )
+        node_name = f"aks-{name}-12345678-vmss000000"
+        gpus = str(self.gpus_of(sku))
+        labels = dict(machine["metadata"].get("labels") or {})
+        labels.update({
+            "node.kubernetes.io/instance-type": sku,
+            "kubernetes.azure.com/agentpool": name,
+            "kubernetes.io/hostname": node_name,
+            "kaito.sh/machine": name,
+        })
+        capacity = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": gpus}
+        http.post(NODES, json={
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node_name, "labels": labels},
+            "spec": {"taints": machine["spec"].get("taints", []),
+                     "providerID": f"azure:///sim/{name}"},
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            },
+        })
+        now = _now()
+        conditions = [
+            {"type": t, "status": "True", "lastTransitionTime": now}
+            for t in ("MachineLaunched", "MachineRegistered", "MachineInitialized", "Ready")
+        ]
+        http.patch(
+            f"{MACHINES}/{name}/status",
+            json={"status": {"nodeName": node_name, "providerID": f"azure:///sim/{name}",
+                             "capacity": capacity, "allocatable": capacity,
+                             "conditions": conditions}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    def _fail(self, http: httpx.Client, name: str, message: str) -> None:
+        http.patch(
+            f"{MACHINES}/{name}/status",
+            json={"status": {"conditions": [{
+                "type": "MachineLaunched", "status": "False", "reason": "LaunchFailed",
+                "message": message, "lastTransitionTime": _now(),
+            }]}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    # --- pods --------------------------------------------------------------------------
+    def _workloads(self, http: httpx.Client, plural: str) -> None:
+        items = http.get(f"/apis/apps/v1/{plural}",
+                         params={"labelSelector": WORKSPACE_LABEL}).json().get("items", [])
+        for workload in items:
+            self._sync_workload(http, plural, workload)
+
+    def _sync_workload(self, http: httpx.Client, plural: str, workload: dict[str, Any]) -> None:
+        meta = workload["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        workspace = meta["labels"][WORKSPACE_LABEL]
+        replicas = int(workload["spec"].get("replicas", 1))
+        template = workload["spec"]["template"]
+        revision = hashlib.sha256(repr(template).encode()).hexdigest()[:8]
+        pods = http.get(f"/api/v1/namespaces/{ns}/pods",
+                        params={"labelSelector": f"{WORKSPACE_LABEL}={workspace}"}).json()
+        live = {p["metadata"]["name"]: p for p in pods.get("items", [])}
+        wanted = {self._pod_name(plural, name, revision, i): i for i in range(replicas)}
+        for pod_name in set(live) - set(wanted):
+            http.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}")
+        fault = self.pod_faults.get(workspace)
+        ready = 0
+        for pod_name, index in wanted.items():
+            pod = live.get(pod_name)
+            if pod is None:
+                labels = dict(template["metadata"].get("labels") or {})
+                if plural == "statefulsets":
+                    labels["apps.kubernetes.io/pod-index"] = str(index)
+                pod = http.post(f"/api/v1/namespaces/{ns}/pods", json={
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod_name, "namespace": ns, "labels": labels},
+                    "spec": template["spec"],
+                }).json()
+            status = _pod_status(template, fault)
+            if _differs(status, pod.get("status") or {}):
+                http.patch(f"/api/v1/namespaces/{ns}/pods/{pod_name}/status",
+                           json={"status": status},
+                           headers={"Content-Type": "application/merge-patch+json"})
+            ready += fault is None
+        status = {
+            "observedGeneration": meta.get("generation", 1),
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }
+        if _differs(status, workload.get("status") or {}):
+            http.patch(
+                f"/apis/apps/v1/namespaces/{ns}/{plural}/{name}/status",
+                json={"status": status},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+
+    @staticmethod
+    def _pod_name(plural: str, name: str, revision: str, index: int) -> str:
+        if plural == "statefulsets":
+            return f"{name}-{index}"
+        return f"{name}-{revision}-{index}"
+
+
+def _differs(wanted: dict[str, Any], live: dict[str, Any]) -> bool:
+    return any(live.get(key) != value for key, value in wanted.items())
+
+
+def _launched_false(status: dict[str, Any]) -> bool:
+    return any(c.get("type") == "MachineLaunched" and c.get("status") == "False"
+               for c in status.get("conditions") or [])
+
+
+def _pod_status(template: dict[str, Any], fault: PodFault | None) -> dict[str, Any]:
+    containers = template["spec"].get("containers") or [{"name": "main"}]
+    if fault is None:
+        states = [{"name": c["name"], "ready": True, "restartCount": 0,
+                   "state": {"running": {}}} for c in containers]
+        ready = "True"
+    else:
+        last = ({"terminated": {"reason": fault.last_terminated, "exitCode": 137}}
+                if fault.last_terminated else {})
+        states = [{"name": c["name"], "ready": False, "restartCount": 3,
+                   "state": {"waiting": {"reason": fault.reason, "message": fault.message}},
+                   "lastState": last} for c in containers]
+        ready = "False"
+    return {
+        "phase": "Running",
+        "conditions": [{"type": "PodScheduled", "status": "True"},
+                       {"type": "Ready", "status": ready}],
+        "containerStatuses": states,
+    }

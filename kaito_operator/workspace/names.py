@@ -1,0 +1,33 @@
+"""Names, labels and annotations that are contracts (DESIGN §2)."""
+
+from __future__ import annotations
+
+import hashlib
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+MACHINE_TYPE_LABEL = "kaito.sh/machine-type"
+SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
+ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"
+FINALIZER = "workspace.finalizer.kaito.sh"
+
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
+ACCELERATOR_LABEL = "accelerator"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
+
+HTTP_PORT = 5000
+SERVICE_PORT = 80
+TORCH_PORT = 29500
+
+
+def machine_name(namespace: str, workspace: str, index: int) -> str:
+    """`ws` + 9 hex chars of sha256(`<ns>/<name>/<index>`): stable across operator restarts
+    and a valid AKS pool name (`^[a-z][a-z0-9]{0,11}$`)."""
+    digest = hashlib.sha256(f"{namespace}/{workspace}/{index}".encode()).hexdigest()
+    return "ws" + digest[:9]
+
+
+def headless_service_name(workspace: str) -> str:
+    return f"{workspace}-headless"

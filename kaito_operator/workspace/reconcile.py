@@ -1,0 +1,189 @@
+"""One idempotent pass over a Workspace: observe, act, compute status.
+
+Steps: validate (an invalid Workspace gets a condition and a Warning Event, nothing else);
+choose nodes and create the Machines for the missing ones; once the nodes are ready, ensure
+the Service(s) and the Deployment/StatefulSet; observe the workload and its pods; write the
+conditions computed from what was seen. Nothing here waits: the caller looks again later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kaito_operator.api.machine import Machine
+from kaito_operator.api.workspace import Workspace
+from kaito_operator.catalog import Catalog
+from kaito_operator.kube import (
+    DEPLOYMENTS,
+    MACHINES,
+    NODES,
+    PODS,
+    SERVICES,
+    STATEFULSETS,
+    WORKSPACES,
+    KubeClient,
+)
+from kaito_operator.settings import Settings
+from kaito_operator.validation import errors, summary, validate_workspace
+from kaito_operator.workspace import status as st
+from kaito_operator.workspace.apply import ensure
+from kaito_operator.workspace.machines import build_machine, free_indices
+from kaito_operator.workspace.names import (
+    ACCELERATOR_LABEL,
+    GPU_RESOURCE,
+    WORKSPACE_LABEL,
+    WORKSPACE_NAMESPACE_LABEL,
+)
+from kaito_operator.workspace.nodes import NodeChoice, choose_nodes
+from kaito_operator.workspace.workload import (
+    build_headless_service,
+    build_service,
+    build_workload,
+    custom_template,
+    preset_template,
+    uses_statefulset,
+)
+
+log = logging.getLogger(__name__)
+
+#: Reasons that mean something is wrong (Warning Events), not merely in progress.
+FAILURE_REASONS = {
+    "InvalidWorkspace", "MachineFailed", "CrashLoopBackOff", "OOMKilled", "ImagePullBackOff",
+    "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
+    "RunContainerError", "Unschedulable",
+}
+
+
+@dataclass
+class Deps:
+    client: KubeClient
+    catalog: Catalog
+    settings: Settings
+    now: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ready: bool
+    """WorkspaceReady is True."""
+    settled: bool
+    """Nothing will change without an outside event (ready, or invalid)."""
+
+
+async def _machines(ws: Workspace, deps: Deps) -> list[Machine]:
+    labels = {WORKSPACE_LABEL: ws.name, WORKSPACE_NAMESPACE_LABEL: ws.namespace}
+    return [Machine.model_validate(m) for m in await deps.client.list(MACHINES, labels=labels)]
+
+
+async def _nodes(ws: Workspace, deps: Deps) -> list[dict[str, Any]]:
+    return await deps.client.list(NODES, labels=ws.resource.label_selector.match_labels or {})
+
+
+def _disk_gib(ws: Workspace, deps: Deps) -> int:
+    if ws.inference and ws.inference.preset:
+        preset = deps.catalog.preset(ws.inference.preset.name)
+        if preset is not None:
+            return preset.resources.disk_gib
+    return deps.settings.default_disk_gib
+
+
+async def ensure_nodes(
+    ws: Workspace, deps: Deps, body: dict[str, Any]
+) -> tuple[NodeChoice, list[Machine], int]:
+    """Choose nodes; create one Machine per missing node. Returns the choice, our Machines
+    and how many Machines the Workspace needs."""
+    machines = await _machines(ws, deps)
+    nodes = await _nodes(ws, deps)
+    machine_nodes = {m.status.node_name for m in machines if m.status and m.status.node_name}
+    choice = choose_nodes(ws, nodes, machine_nodes)
+    foreign = [n for n in choice.selected if n not in machine_nodes]
+    wanted = max(0, ws.resource.count - len(foreign))
+    for index in free_indices(ws, {m.name for m in machines}, wanted):
+        manifest = build_machine(ws, index, _disk_gib(ws, deps))
+        if await deps.client.create_if_missing(MACHINES, manifest):
+            name = manifest["metadata"]["name"]
+            log.info("[%s/%s] created Machine %s", ws.namespace, ws.name, name)
+            await deps.client.event(body, "Normal", "MachineCreated",
+                                    f"created Machine {name} for a "
+                                    f"{ws.resource.instance_type} node", deps.now())
+            machines.append(Machine.model_validate(manifest))
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    for name in choice.selected:
+        node = by_name[name]
+        capacity = node.get("status", {}).get("capacity") or {}
+        labels = node.get("metadata", {}).get("labels") or {}
+        if GPU_RESOURCE not in capacity and labels.get(ACCELERATOR_LABEL) != "nvidia":
+            # The NVIDIA device plugin runs on nodes labelled so; until then no GPU shows.
+            await deps.client.patch(
+                NODES, name, {"metadata": {"labels": {ACCELERATOR_LABEL: "nvidia"}}}
+            )
+    return choice, machines, wanted
+
+
+async def ensure_inference(
+    ws: Workspace, deps: Deps, nodes: list[str]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Service(s) and workload; returns the live workload and its pods."""
+    spec = ws.inference
+    assert spec is not None
+    preset = deps.catalog.preset(spec.preset.name) if spec.preset else None
+    sku = deps.catalog.sku(ws.resource.instance_type)
+    stateful = uses_statefulset(ws, preset)
+    if preset is not None:
+        template = preset_template(ws, preset, sku, deps.settings, nodes)
+    else:
+        template = custom_template(ws, nodes)
+    await ensure(deps.client, SERVICES, build_service(ws, template, stateful))
+    if stateful:
+        await ensure(deps.client, SERVICES, build_headless_service(ws))
+    kind = STATEFULSETS if stateful else DEPLOYMENTS
+    await ensure(deps.client, kind, build_workload(ws, template, stateful))
+    workload = await deps.client.get_or_none(kind, ws.name, ws.namespace)
+    pods = await deps.client.list(PODS, ws.namespace, labels={WORKSPACE_LABEL: ws.name})
+    return workload, pods
+
+
+async def write_status(
+    body: dict[str, Any], conds: list[st.Cond], workers: list[str] | None, deps: Deps
+) -> None:
+    meta = body["metadata"]
+    current = body.get("status") or {}
+    previous = current.get("conditions") or []
+    rendered = st.render_conditions(conds, previous, int(meta.get("generation") or 0),
+                                    deps.now())
+    status: dict[str, Any] = {"conditions": rendered}
+    if workers is not None:
+        status["workerNodes"] = workers
+    if rendered == previous and (workers is None or workers == current.get("workerNodes")):
+        return
+    await deps.client.patch(WORKSPACES, meta["name"], {"status": status}, meta["namespace"],
+                            status=True)
+    for cond in st.transitions(previous, rendered):
+        kind = "Warning" if cond["reason"] in FAILURE_REASONS else "Normal"
+        await deps.client.event(body, kind, cond["reason"],
+                                f"{cond['type']}={cond['status']}: {cond['message']}", deps.now())
+
+
+async def reconcile(body: dict[str, Any], deps: Deps) -> Outcome:
+    found = errors(validate_workspace(body, deps.catalog))
+    if found:
+        invalid = st.Observed(invalid=summary(found))
+        await write_status(body, st.compute_conditions(None, invalid), None, deps)
+        return Outcome(ready=False, settled=True)
+    ws = Workspace.model_validate(body)
+    if ws.tuning is not None:
+        message = "tuning Workspaces are not reconciled by this version of the operator"
+        cond = st.Cond(st.WORKSPACE_READY, False, "TuningUnsupported", message)
+        await write_status(body, [cond], None, deps)
+        return Outcome(ready=False, settled=True)
+    choice, machines, wanted = await ensure_nodes(ws, deps, body)
+    observed = st.Observed(machines=machines, machines_wanted=wanted, nodes=choice)
+    if choice.missing == 0:
+        observed.workload, observed.pods = await ensure_inference(ws, deps, choice.selected)
+    conds = st.compute_conditions(ws, observed)
+    await write_status(body, conds, choice.selected, deps)
+    ready = conds[-1].status
+    return Outcome(ready=ready, settled=ready)

@@ -1,0 +1,167 @@
+"""Scheduling of reconciles: one at a time per Workspace, many Workspaces at once.
+
+Every trigger (the Workspace changed, a child changed, the timer fired) funnels into
+`trigger(namespace, name)`. It starts a task unless one is already running for that
+Workspace, in which case the running one goes round once more. So handlers return at once,
+a burst of child events costs one extra pass, and a hundred Workspaces provisioning at the
+same time do not queue behind each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kaito_operator.catalog import Catalog
+from kaito_operator.kube import MACHINES, WORKSPACES, Connection, KubeClient
+from kaito_operator.settings import Settings
+from kaito_operator.workspace.metrics import OperatorMetrics
+from kaito_operator.workspace.names import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from kaito_operator.workspace.reconcile import Deps, reconcile
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+#: A Workspace that is ready is still looked at this often (drift repair).
+RESYNC_SECONDS = 300.0
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _State:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dirty: bool = False
+    running: bool = False
+    settled: bool = False
+    ready: bool = False
+    last: float = 0.0
+
+
+class WorkspaceRuntime:
+    """What the kopf handlers call; create it, then `start()` inside the operator's loop."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        connect: Callable[[], Connection],
+        now: Callable[[], str] = utc_now,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.metrics = metrics or OperatorMetrics()
+        self._connect = connect
+        self._now = now
+        self._states: dict[Key, _State] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: KubeClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def start(self) -> None:
+        self._client = KubeClient(self._connect())
+        self._slots = asyncio.Semaphore(self.settings.max_workers)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+
+    @property
+    def deps(self) -> Deps:
+        assert self._client is not None, "WorkspaceRuntime.start() was not called"
+        return Deps(self._client, self.catalog, self.settings, self._now)
+
+    def _state(self, key: Key) -> _State:
+        return self._states.setdefault(key, _State())
+
+    def forget(self, key: Key) -> None:
+        self._states.pop(key, None)
+        self._export_states()
+
+    def due(self, key: Key) -> bool:
+        """Should the timer trigger a pass? Yes while anything is pending, else rarely."""
+        state = self._state(key)
+        return not state.settled or time.monotonic() - state.last > RESYNC_SECONDS
+
+    def trigger(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        state = self._state(key)
+        if state.running:
+            state.dirty = True
+            return
+        state.running = True
+        task = asyncio.get_running_loop().create_task(self._drain(key, state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def trigger_for_labels(self, labels: dict[str, str], namespace: str | None) -> None:
+        """Map a child (by its labels) back to its Workspace."""
+        name = labels.get(WORKSPACE_LABEL)
+        ns = labels.get(WORKSPACE_NAMESPACE_LABEL) or namespace
+        if name and ns:
+            self.trigger(ns, name)
+
+    async def _drain(self, key: Key, state: _State) -> None:
+        try:
+            while True:
+                state.dirty = False
+                await self._pass(key, state)
+                if not state.dirty:
+                    break
+        finally:
+            state.running = False
+
+    async def _pass(self, key: Key, state: _State) -> None:
+        assert self._slots is not None
+        async with self._slots, state.lock:
+            started = time.monotonic()
+            try:
+                body = await self.deps.client.get_or_none(WORKSPACES, key[1], key[0])
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                outcome = await reconcile(body, self.deps)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never let one Workspace stop the operator
+                log.exception("[%s/%s] reconcile failed; retrying later", *key)
+                self.metrics.reconcile_errors.inc()
+                state.settled = False
+                self.metrics.reconciles.labels(result="error").inc()
+                return
+            finally:
+                self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+            state.settled, state.ready = outcome.settled, outcome.ready
+            state.last = time.monotonic()
+            self.metrics.reconciles.labels(result="ready" if outcome.ready else "pending").inc()
+            self._export_states()
+
+    def _export_states(self) -> None:
+        ready = sum(s.ready for s in self._states.values())
+        self.metrics.workspaces.labels(state="ready").set(ready)
+        self.metrics.workspaces.labels(state="pending").set(len(self._states) - ready)
+
+    async def finalize(self, body: dict[str, Any]) -> int:
+        """Delete the Workspace's Machines; returns how many still exist."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        async with self._state(key).lock:
+            labels = {WORKSPACE_LABEL: meta["name"], WORKSPACE_NAMESPACE_LABEL: meta["namespace"]}
+            machines = await self.deps.client.list(MACHINES, labels=labels)
+            for machine in machines:
+                if not machine["metadata"].get("deletionTimestamp"):
+                    await self.deps.client.delete(MACHINES, machine["metadata"]["name"])
+        if not machines:
+            self.forget(key)
+        return len(machines)

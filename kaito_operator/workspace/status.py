@@ -1,0 +1,179 @@
+"""Workspace conditions computed from observed state on every pass (pure).
+
+Nothing is assumed or remembered except each condition's `lastTransitionTime`, which is kept
+while its status does not change. `WorkspaceReady` summarises: inference → resource and
+inference ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaito_operator.api.machine import Machine
+from kaito_operator.api.workspace import Workspace
+from kaito_operator.workspace import machines as machine_state
+from kaito_operator.workspace.nodes import NodeChoice
+
+MACHINE_READY = "MachineReady"
+RESOURCE_READY = "ResourceReady"
+INFERENCE_READY = "InferenceReady"
+JOB_STARTED = "JobStarted"
+WORKSPACE_READY = "WorkspaceReady"
+
+#: Container states that will not fix themselves: surfaced as the condition's reason.
+_BAD_WAITING = {
+    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+}
+MAX_MESSAGE = 1024
+
+
+@dataclass
+class Observed:
+    """What one reconcile pass saw."""
+
+    invalid: str | None = None
+    """Validation summary when the Workspace is invalid."""
+    machines: list[Machine] = field(default_factory=list)
+    machines_wanted: int = 0
+    nodes: NodeChoice | None = None
+    workload: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cond:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def _machine_condition(obs: Observed) -> Cond:
+    failures = [(m.name, msg) for m in obs.machines if (msg := machine_state.failure(m))]
+    if failures:
+        name, msg = failures[0]
+        return Cond(MACHINE_READY, False, "MachineFailed", f"machine {name}: {msg}")
+    if obs.machines_wanted == 0:
+        return Cond(MACHINE_READY, True, "NoMachinesNeeded", "existing nodes are used")
+    ready = sum(machine_state.is_ready(m) for m in obs.machines)
+    if ready >= obs.machines_wanted:
+        return Cond(MACHINE_READY, True, "MachinesReady", f"{ready} machine(s) ready")
+    return Cond(
+        MACHINE_READY, False, "MachinesProvisioning",
+        f"{ready} of {obs.machines_wanted} machine(s) ready",
+    )
+
+
+def _resource_condition(ws: Workspace, obs: Observed, machine: Cond) -> Cond:
+    nodes = obs.nodes or NodeChoice(selected=[], missing=ws.resource.count)
+    if nodes.missing == 0:
+        return Cond(RESOURCE_READY, True, "NodesReady",
+                    f"{len(nodes.selected)} node(s) ready: {', '.join(nodes.selected)}")
+    if machine.reason == "MachineFailed":
+        return Cond(RESOURCE_READY, False, "MachineFailed", machine.message)
+    return Cond(
+        RESOURCE_READY, False, "NodesNotReady",
+        f"{len(nodes.selected)} of {ws.resource.count} qualified node(s) ready",
+    )
+
+
+def pod_problem(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of a pod that is failing on its own: crash loops, OOM kills,
+    image pull errors, unschedulable pods."""
+    name = pod.get("metadata", {}).get("name", "?")
+    status = pod.get("status", {})
+    statuses = (status.get("initContainerStatuses") or []) + (
+        status.get("containerStatuses") or []
+    )
+    for cs in statuses:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if waiting.get("reason") in _BAD_WAITING:
+            reason = waiting["reason"]
+            if reason == "CrashLoopBackOff" and last.get("reason") == "OOMKilled":
+                reason = "OOMKilled"
+            detail = waiting.get("message") or last.get("message") or ""
+            text = f"pod {name}: container {cs.get('name')}: {reason}"
+            return reason, f"{text}: {detail}" if detail else text
+        terminated = (cs.get("state") or {}).get("terminated") or {}
+        if terminated.get("reason") == "OOMKilled":
+            return "OOMKilled", f"pod {name}: container {cs.get('name')}: OOMKilled"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            reason = cond.get("reason") or "Unschedulable"
+            return reason, f"pod {name}: {cond.get('message') or reason}"
+    return None
+
+
+def _workload_ready(workload: dict[str, Any]) -> tuple[bool, int, int]:
+    spec, status = workload.get("spec", {}), workload.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    current = int(status.get("updatedReplicas") or 0) >= wanted and int(
+        status.get("observedGeneration") or 0
+    ) >= int(workload.get("metadata", {}).get("generation") or 0)
+    return current and ready >= wanted, ready, wanted
+
+
+def _inference_condition(obs: Observed, resource: Cond) -> Cond:
+    for pod in obs.pods:
+        if problem := pod_problem(pod):
+            return Cond(INFERENCE_READY, False, problem[0], problem[1])
+    if obs.workload is None:
+        reason = "WaitingForNodes" if not resource.status else "WorkloadNotCreated"
+        return Cond(INFERENCE_READY, False, reason, "the inference workload does not exist yet")
+    ok, ready, wanted = _workload_ready(obs.workload)
+    if ok:
+        return Cond(INFERENCE_READY, True, "InferenceReady", f"{ready} of {wanted} pod(s) ready")
+    return Cond(INFERENCE_READY, False, "InferenceNotReady", f"{ready} of {wanted} pod(s) ready")
+
+
+def compute_conditions(ws: Workspace | None, obs: Observed) -> list[Cond]:
+    """All conditions; `ws` may be None only for an invalid Workspace (it did not parse)."""
+    if obs.invalid is not None:
+        return [Cond(WORKSPACE_READY, False, "InvalidWorkspace", obs.invalid)]
+    assert ws is not None
+    machine = _machine_condition(obs)
+    resource = _resource_condition(ws, obs, machine)
+    inference = _inference_condition(obs, resource)
+    failing = next((c for c in (resource, inference) if not c.status), None)
+    summary = (
+        Cond(WORKSPACE_READY, True, "WorkspaceReady", "inference is ready")
+        if failing is None
+        else Cond(WORKSPACE_READY, False, failing.reason, failing.message)
+    )
+    return [machine, resource, inference, summary]
+
+
+def render_conditions(
+    conds: list[Cond], previous: list[dict[str, Any]], generation: int, now: str
+) -> list[dict[str, Any]]:
+    """metav1.Conditions, keeping `lastTransitionTime` where the status did not change."""
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for cond in conds:
+        status = "True" if cond.status else "False"
+        old = before.get(cond.type)
+        since = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        message = cond.message if len(cond.message) <= MAX_MESSAGE else (
+            cond.message[: MAX_MESSAGE - 3] + "..."
+        )
+        out.append({
+            "type": cond.type,
+            "status": status,
+            "reason": cond.reason,
+            "message": message,
+            "lastTransitionTime": since or now,
+            "observedGeneration": generation,
+        })
+    return out
+
+
+def transitions(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Conditions whose status or reason changed: each becomes an Event."""
+    old = {c["type"]: (c.get("status"), c.get("reason")) for c in before}
+    return [c for c in after if old.get(c["type"]) != (c["status"], c["reason"])]

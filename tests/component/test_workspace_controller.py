@@ -1,0 +1,292 @@
+"""The real workspace controller (kopf over HTTP) against the API emulator and a simulated
+cluster that provisions Machines into Nodes and runs pods."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from kaito_operator.catalog import load_catalog
+from kaito_operator.kube import Connection
+from kaito_operator.settings import Settings
+from kaito_operator.sim.cluster import PodFault, SimulatedCluster
+from kaito_operator.workspace.names import machine_name
+from kaito_operator.workspace.operator import OperatorThread
+from kaito_operator.workspace.runtime import WorkspaceRuntime
+from tests.factories import DELETE, inference_workspace, with_changes
+
+CATALOG = load_catalog()
+WS_PATH = "/apis/kaito.sh/v1alpha1/namespaces/{ns}/workspaces"
+MACHINES = "/apis/karpenter.sh/v1alpha5/machines"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def gpus_of(sku: str) -> int:
+    found = CATALOG.sku(sku)
+    return found.gpu_count if found else 1
+
+
+@pytest.fixture
+def cluster(kube_api) -> Iterator[SimulatedCluster]:
+    with SimulatedCluster(kube_api.url, gpus_of=gpus_of) as sim:
+        yield sim
+
+
+def start_operator(kube_api, namespace) -> OperatorThread:
+    runtime = WorkspaceRuntime(
+        CATALOG, Settings(requeue_seconds=0.5), connect=lambda: Connection(kube_api.url)
+    )
+    return OperatorThread(runtime, kube_api.url, [namespace]).start()
+
+
+@pytest.fixture
+def operator(kube_api, namespace) -> Iterator[OperatorThread]:
+    op = start_operator(kube_api, namespace)
+    yield op
+    op.stop()
+
+
+def apply(http: httpx.Client, ns: str, obj: dict[str, Any]) -> dict[str, Any]:
+    obj = with_changes(obj, {"metadata.namespace": ns})
+    response = http.post(WS_PATH.format(ns=ns), json=obj)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def workspace(http: httpx.Client, ns: str, name: str) -> dict[str, Any]:
+    return http.get(f"{WS_PATH.format(ns=ns)}/{name}").json()
+
+
+def condition(ws: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (ws.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return cond
+    return None
+
+
+def wait_condition(http, ns, name, type_, status, reason=None, timeout=15.0):
+    def check():
+        cond = condition(workspace(http, ns, name), type_)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return cond
+        return None
+
+    return wait_for(check, timeout, f"{type_}={status} ({reason})")
+
+
+def our_machines(http, ns, name):
+    labels = f"kaito.sh/workspace={name},kaito.sh/workspacenamespace={ns}"
+    return http.get(MACHINES, params={"labelSelector": labels}).json()["items"]
+
+
+def test_quick_start_becomes_ready(http, namespace, operator, cluster):
+    ws = apply(http, namespace, inference_workspace(name="phi"))
+    ready = wait_condition(http, namespace, "phi", "WorkspaceReady", "True")
+    assert ready["observedGeneration"] == ws["metadata"]["generation"]
+    final = workspace(http, namespace, "phi")
+    for type_ in ("MachineReady", "ResourceReady", "InferenceReady"):
+        assert condition(final, type_)["status"] == "True", type_
+    (machine,) = our_machines(http, namespace, "phi")
+    assert machine["metadata"]["name"] == machine_name(namespace, "phi", 0)
+    assert machine["spec"]["taints"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
+    assert final["status"]["workerNodes"] == [machine["status"]["nodeName"]]
+    deploy = http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/phi").json()
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].endswith("/kaito-phi-3-mini-4k-instruct:0.1.0")
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert deploy["metadata"]["ownerReferences"][0]["uid"] == ws["metadata"]["uid"]
+    service = http.get(f"/api/v1/namespaces/{namespace}/services/phi").json()
+    assert service["spec"]["ports"][0]["port"] == 80
+    assert service["spec"]["ports"][0]["targetPort"] == 5000
+    events = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "phi"}
+    assert {"MachineCreated", "WorkspaceReady"} <= reasons
+
+
+def test_crash_looping_pods_turn_conditions_false_then_recover(http, namespace, operator, cluster):
+    cluster.pod_faults["crashy"] = PodFault("CrashLoopBackOff", "back-off restarting", "OOMKilled")
+    apply(http, namespace, inference_workspace(name="crashy"))
+    cond = wait_condition(http, namespace, "crashy", "InferenceReady", "False", "OOMKilled")
+    assert "crashy" in cond["message"]
+    ready = condition(workspace(http, namespace, "crashy"), "WorkspaceReady")
+    assert ready["status"] == "False" and ready["reason"] == "OOMKilled"
+    del cluster.pod_faults["crashy"]
+    wait_condition(http, namespace, "crashy", "WorkspaceReady", "True")
+
+
+def test_machine_failure_message_is_surfaced(http, namespace, operator, cluster):
+    message = "Operation could not be completed as it results in exceeding approved quota"
+    cluster.machine_failures[machine_name(namespace, "quota", 0)] = message
+    apply(http, namespace, inference_workspace(name="quota"))
+    cond = wait_condition(http, namespace, "quota", "ResourceReady", "False", "MachineFailed")
+    assert message in cond["message"]
+    summary = condition(workspace(http, namespace, "quota"), "WorkspaceReady")
+    assert summary["status"] == "False" and message in summary["message"]
+
+
+def test_invalid_workspace_gets_condition_and_event_and_others_still_served(
+    http, namespace, operator, cluster
+):
+    bad = with_changes(inference_workspace(name="bad"),
+                       {"inference.preset.name": "phi-3-medium-4k-instruct"})
+    apply(http, namespace, bad)
+    apply(http, namespace, inference_workspace(name="good"))
+    cond = wait_condition(http, namespace, "bad", "WorkspaceReady", "False", "InvalidWorkspace")
+    assert "needs 28 GiB of GPU memory in total" in cond["message"]
+    wait_condition(http, namespace, "good", "WorkspaceReady", "True")
+    assert our_machines(http, namespace, "bad") == []
+    events = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
+    warnings = [e for e in events
+                if e["involvedObject"]["name"] == "bad" and e["type"] == "Warning"]
+    assert warnings and warnings[0]["reason"] == "InvalidWorkspace"
+
+
+def test_deletion_removes_machines_and_releases_finalizer(http, namespace, operator, cluster):
+    apply(http, namespace, inference_workspace(name="gone"))
+    wait_condition(http, namespace, "gone", "WorkspaceReady", "True")
+    assert our_machines(http, namespace, "gone")
+    assert http.delete(f"{WS_PATH.format(ns=namespace)}/gone").status_code in (200, 202)
+    wait_for(lambda: http.get(f"{WS_PATH.format(ns=namespace)}/gone").status_code == 404,
+             what="the Workspace to be gone")
+    assert our_machines(http, namespace, "gone") == []
+
+
+def test_restart_while_machines_pending_creates_no_duplicates(http, namespace, kube_api, cluster):
+    cluster.provision_seconds = 1.5
+    op = start_operator(kube_api, namespace)
+    try:
+        apply(http, namespace, with_changes(inference_workspace(name="twice"),
+                                            {"resource.count": 2}))
+        wait_for(lambda: len(our_machines(http, namespace, "twice")) == 2, what="2 machines")
+    finally:
+        op.stop()
+    op = start_operator(kube_api, namespace)
+    try:
+        wait_condition(http, namespace, "twice", "WorkspaceReady", "True")
+        names = sorted(m["metadata"]["name"] for m in our_machines(http, namespace, "twice"))
+        assert names == sorted(machine_name(namespace, "twice", i) for i in range(2))
+    finally:
+        op.stop()
+        cluster.provision_seconds = 0.0
+
+
+def test_deleted_service_is_put_back(http, namespace, operator, cluster):
+    apply(http, namespace, inference_workspace(name="heal"))
+    wait_condition(http, namespace, "heal", "WorkspaceReady", "True")
+    assert http.delete(f"/api/v1/namespaces/{namespace}/services/heal").status_code == 200
+    wait_for(lambda: http.get(f"/api/v1/namespaces/{namespace}/services/heal").status_code == 200,
+             what="the Service to come back")
+
+
+def make_node(http, name, labels, gpus="1"):
+    capacity = {"nvidia.com/gpu": gpus, "cpu": "8"}
+    response = http.post("/api/v1/nodes", json={
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"capacity": capacity, "allocatable": capacity,
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+    assert response.status_code == 201, response.text
+
+
+def test_preferred_nodes_are_used_without_new_machines(http, namespace, operator, cluster):
+    node = f"byo-{namespace}"
+    make_node(http, node, {"apps": f"byo-{namespace}",
+                           "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"})
+    ws = with_changes(inference_workspace(name="byo"), {
+        "resource.labelSelector.matchLabels": {"apps": f"byo-{namespace}"},
+        "resource.preferredNodes": [node],
+    })
+    apply(http, namespace, ws)
+    wait_condition(http, namespace, "byo", "WorkspaceReady", "True")
+    final = workspace(http, namespace, "byo")
+    assert final["status"]["workerNodes"] == [node]
+    assert condition(final, "MachineReady")["reason"] == "NoMachinesNeeded"
+    assert our_machines(http, namespace, "byo") == []
+    deploy = http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/byo").json()
+    terms = deploy["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]} in terms[0][
+        "matchExpressions"]
+
+
+def test_multi_node_preset_gets_statefulset_and_headless_service(http, namespace, operator, cluster):
+    ws = with_changes(inference_workspace(name="falcon"), {
+        "inference.preset.name": "falcon-40b-instruct",
+        "resource.instanceType": "Standard_NC24ads_A100_v4",
+        "resource.count": 2,
+        "resource.labelSelector.matchLabels": {"apps": "falcon"},
+    })
+    apply(http, namespace, ws)
+    wait_condition(http, namespace, "falcon", "WorkspaceReady", "True")
+    sts = http.get(f"/apis/apps/v1/namespaces/{namespace}/statefulsets/falcon").json()
+    assert sts["spec"]["replicas"] == 2
+    assert sts["spec"]["serviceName"] == "falcon-headless"
+    headless = http.get(f"/api/v1/namespaces/{namespace}/services/falcon-headless").json()
+    assert headless["spec"]["clusterIP"] == "None"
+    assert http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/falcon").status_code == 404
+    assert len(our_machines(http, namespace, "falcon")) == 2
+
+
+def test_adapters_add_init_containers_and_update_rolls_the_template(http, namespace, operator, cluster):
+    adapter = {"source": {"name": "a1", "image": "myregistry.azurecr.io/a1:1"}, "strength": "0.5"}
+    ws = with_changes(inference_workspace(name="lora"), {"inference.adapters": [adapter]})
+    apply(http, namespace, ws)
+    wait_condition(http, namespace, "lora", "WorkspaceReady", "True")
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/lora"
+    first = http.get(path).json()["spec"]["template"]
+    (init,) = first["spec"]["initContainers"]
+    assert "--image=myregistry.azurecr.io/a1:1" in init["args"]
+    assert "--adapter-strengths=a1=0.5" in first["spec"]["containers"][0]["args"]
+    live = workspace(http, namespace, "lora")
+    patch = {"inference": {"adapters": [dict(adapter, strength="1.0")]}}
+    response = http.patch(f"{WS_PATH.format(ns=namespace)}/lora", json=patch,
+                          headers={"Content-Type": "application/merge-patch+json"})
+    assert response.status_code == 200
+    assert response.json()["metadata"]["generation"] == live["metadata"]["generation"] + 1
+
+    def rolled():
+        template = http.get(path).json()["spec"]["template"]
+        return "--adapter-strengths=a1=1.0" in template["spec"]["containers"][0]["args"] and (
+            template["metadata"]["annotations"]["kaito.sh/spec-hash"]
+            != first["metadata"]["annotations"]["kaito.sh/spec-hash"]
+        )
+
+    wait_for(rolled, what="the new strength in the pod template")
+    ready = wait_condition(http, namespace, "lora", "WorkspaceReady", "True")
+    assert ready["observedGeneration"] == live["metadata"]["generation"] + 1
+
+
+def test_custom_template_runs_with_our_placement(http, namespace, operator, cluster):
+    template = {
+        "metadata": {"labels": {"app": "custom"}},
+        "spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.6.3",
+                                 "ports": [{"containerPort": 8000}]}]},
+    }
+    ws = with_changes(inference_workspace(name="custom"),
+                      {"inference.preset": DELETE, "inference.template": template})
+    apply(http, namespace, ws)
+    wait_condition(http, namespace, "custom", "WorkspaceReady", "True")
+    deploy = http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/custom").json()
+    spec = deploy["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == "vllm/vllm-openai:v0.6.3"
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec[
+        "tolerations"]
+    service = http.get(f"/api/v1/namespaces/{namespace}/services/custom").json()
+    assert service["spec"]["ports"][0]["targetPort"] == 8000
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert labels == {"app": "custom", "kaito.sh/workspace": "custom"}
