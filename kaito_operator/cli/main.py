@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from kaito_operator import __version__
 from kaito_operator.catalog import CatalogError, load_catalog
 from kaito_operator.cli.catalog_cmds import presets_command, skus_command
+from kaito_operator.cli.render_cmd import render_command
 from kaito_operator.cli.validate_cmd import validate_command
 
 
@@ -36,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="YAML files ('-' = stdin)")
     validate.add_argument("-o", "--output", choices=["text", "json"], default="text")
     validate.set_defaults(run=validate_command)
+
+    render = sub.add_parser(
+        "render", help="print the Machines, Services and workload the controller would create"
+    )
+    render.add_argument("files", nargs="+", metavar="FILE", help="YAML files ('-' = stdin)")
+    render.add_argument("-n", "--namespace", default="default",
+                        help="namespace of Workspaces that name none")
+    render.set_defaults(run=render_command)
     return parser
 
 

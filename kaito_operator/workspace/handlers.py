@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from kaito_operator.kube import Connection
 from kaito_operator.validation import errors, summary, validate_workspace
 from kaito_operator.workspace.names import FINALIZER, WORKSPACE_LABEL
 from kaito_operator.workspace.runtime import WorkspaceRuntime
@@ -25,6 +26,8 @@ CHILDREN = [
     ("v1", "services"),
     ("v1", "nodes"),
 ]
+#: Path of the validating webhook on the webhook server (`/validate-workspace`).
+WEBHOOK_ID = "validate-workspace"
 #: Wait between checks while a deleted Workspace's Machines are going away.
 FINALIZE_DELAY = 5.0
 
@@ -44,25 +47,28 @@ def configure(settings: kopf.OperatorSettings, max_workers: int) -> None:
 
 def build_registry(
     runtime: WorkspaceRuntime,
-    login: Callable[..., kopf.ConnectionInfo | None] | None = None,
+    login: Callable[..., kopf.ConnectionInfo | None],
     webhook: Any = None,
     webhook_config: str | None = None,
 ) -> kopf.OperatorRegistry:
-    """Handlers bound to `runtime`. `webhook` (a kopf webhook server) turns on the validating
+    """Handlers bound to `runtime`. `login` gives kopf and our client their credentials (it is
+    called like kopf's login functions). `webhook` (a kopf webhook server) turns on the validating
     admission webhook; `webhook_config` names the ValidatingWebhookConfiguration kopf keeps
     pointed at it (with the CA bundle)."""
     registry = kopf.OperatorRegistry()
 
-    if login is not None:
-        kopf.on.login(registry=registry)(login)
+    kopf.on.login(registry=registry)(login)
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
         configure(settings, runtime.settings.max_workers)
         if webhook is not None:
             settings.admission.server = webhook
             settings.admission.managed = webhook_config
-        await runtime.start()
+        info = login(settings=settings, logger=logger)
+        if info is None:
+            raise kopf.PermanentError("no Kubernetes credentials: not in a pod, no kubeconfig")
+        await runtime.start(Connection.from_kopf(info))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -90,7 +96,8 @@ def build_registry(
 
     if webhook is not None:
 
-        @kopf.on.validate(*WORKSPACE, registry=registry, operations=["CREATE", "UPDATE"])
+        @kopf.on.validate(*WORKSPACE, id=WEBHOOK_ID, registry=registry,
+                          operations=["CREATE", "UPDATE"])
         def admit(body: kopf.Body, old: kopf.Body | None, **_: Any) -> None:
             previous = dict(old) if old else None
             found = errors(validate_workspace(dict(body), runtime.catalog, previous))

@@ -13,7 +13,6 @@ from typing import Any
 import kopf
 
 from kaito_operator.catalog import CatalogError, load_catalog
-from kaito_operator.kube import Connection
 from kaito_operator.settings import SettingsError, settings_from_env
 from kaito_operator.workspace.handlers import build_registry
 from kaito_operator.workspace.runtime import WorkspaceRuntime
@@ -24,13 +23,6 @@ log = logging.getLogger("kaito_operator")
 def cluster_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account first, then the kubeconfig (development)."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-
-def _connect_from_cluster() -> Connection:
-    info = cluster_login(logger=log)
-    if info is None:
-        raise SystemExit("no Kubernetes credentials: not in a pod and no kubeconfig found")
-    return Connection.from_kopf(info)
 
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runtime = WorkspaceRuntime(catalog, settings, _connect_from_cluster)
+    runtime = WorkspaceRuntime(catalog, settings)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -93,8 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 class OperatorThread:
     """The operator in a thread of its own, for tests and the local sandbox."""
 
-    def __init__(self, runtime: WorkspaceRuntime, server: str, namespaces: Sequence[str]) -> None:
+    def __init__(
+        self,
+        runtime: WorkspaceRuntime,
+        server: str,
+        namespaces: Sequence[str],
+        webhook: Any = None,
+    ) -> None:
         self.runtime = runtime
+        self._webhook = webhook
         self._server = server
         self._namespaces = list(namespaces)
         self._stop = threading.Event()
@@ -109,7 +108,8 @@ class OperatorThread:
         try:
             asyncio.run(
                 kopf.operator(
-                    registry=build_registry(self.runtime, login=self._login),
+                    registry=build_registry(self.runtime, login=self._login,
+                                            webhook=self._webhook),
                     standalone=True,
                     clusterwide=not self._namespaces,
                     namespaces=self._namespaces,

@@ -38,14 +38,7 @@ from kaito_operator.workspace.names import (
     WORKSPACE_NAMESPACE_LABEL,
 )
 from kaito_operator.workspace.nodes import NodeChoice, choose_nodes
-from kaito_operator.workspace.workload import (
-    build_headless_service,
-    build_service,
-    build_workload,
-    custom_template,
-    preset_template,
-    uses_statefulset,
-)
+from kaito_operator.workspace.workload import desired_inference
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +120,14 @@ async def ensure_inference(
     ws: Workspace, deps: Deps, nodes: list[str]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Service(s) and workload; returns the live workload and its pods."""
-    spec = ws.inference
-    assert spec is not None
-    preset = deps.catalog.preset(spec.preset.name) if spec.preset else None
-    sku = deps.catalog.sku(ws.resource.instance_type)
-    stateful = uses_statefulset(ws, preset)
-    if preset is not None:
-        template = preset_template(ws, preset, sku, deps.settings, nodes)
-    else:
-        template = custom_template(ws, nodes)
-    await ensure(deps.client, SERVICES, build_service(ws, template, stateful))
-    if stateful:
-        await ensure(deps.client, SERVICES, build_headless_service(ws))
-    kind = STATEFULSETS if stateful else DEPLOYMENTS
-    await ensure(deps.client, kind, build_workload(ws, template, stateful))
-    workload = await deps.client.get_or_none(kind, ws.name, ws.namespace)
+    services, workload = desired_inference(ws, deps.catalog, deps.settings, nodes)
+    for service in services:
+        await ensure(deps.client, SERVICES, service)
+    kind = STATEFULSETS if workload["kind"] == "StatefulSet" else DEPLOYMENTS
+    await ensure(deps.client, kind, workload)
+    live = await deps.client.get_or_none(kind, ws.name, ws.namespace)
     pods = await deps.client.list(PODS, ws.namespace, labels={WORKSPACE_LABEL: ws.name})
-    return workload, pods
+    return live, pods
 
 
 async def write_status(

@@ -53,22 +53,20 @@ class WorkspaceRuntime:
         self,
         catalog: Catalog,
         settings: Settings,
-        connect: Callable[[], Connection],
         now: Callable[[], str] = utc_now,
         metrics: OperatorMetrics | None = None,
     ) -> None:
         self.catalog = catalog
         self.settings = settings
         self.metrics = metrics or OperatorMetrics()
-        self._connect = connect
         self._now = now
         self._states: dict[Key, _State] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: KubeClient | None = None
         self._slots: asyncio.Semaphore | None = None
 
-    async def start(self) -> None:
-        self._client = KubeClient(self._connect())
+    async def start(self, connection: Connection) -> None:
+        self._client = KubeClient(connection)
         self._slots = asyncio.Semaphore(self.settings.max_workers)
 
     async def stop(self) -> None:

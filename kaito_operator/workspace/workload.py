@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from kaito_operator.api.workspace import Workspace
+from kaito_operator.catalog import Catalog
 from kaito_operator.catalog.models import GpuSku, ModelPreset
 from kaito_operator.settings import Settings
 from kaito_operator.workspace.names import (
@@ -183,3 +184,21 @@ def build_headless_service(ws: Workspace) -> dict[str, Any]:
                        "protocol": "TCP"}],
         },
     }
+
+
+def desired_inference(
+    ws: Workspace, catalog: Catalog, settings: Settings, nodes: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The Services and the workload (Deployment or StatefulSet) of an inference Workspace."""
+    assert ws.inference is not None
+    preset = catalog.preset(ws.inference.preset.name) if ws.inference.preset else None
+    stateful = uses_statefulset(ws, preset)
+    if preset is not None:
+        sku = catalog.sku(ws.resource.instance_type)
+        template = preset_template(ws, preset, sku, settings, nodes)
+    else:
+        template = custom_template(ws, nodes)
+    services = [build_service(ws, template, stateful)]
+    if stateful:
+        services.append(build_headless_service(ws))
+    return services, build_workload(ws, template, stateful)

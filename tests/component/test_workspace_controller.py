@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from kaito_operator.catalog import load_catalog
-from kaito_operator.kube import Connection
 from kaito_operator.settings import Settings
 from kaito_operator.sim.cluster import PodFault, SimulatedCluster
 from kaito_operator.workspace.names import machine_name
@@ -47,9 +46,7 @@ def cluster(kube_api) -> Iterator[SimulatedCluster]:
 
 
 def start_operator(kube_api, namespace) -> OperatorThread:
-    runtime = WorkspaceRuntime(
-        CATALOG, Settings(requeue_seconds=0.5), connect=lambda: Connection(kube_api.url)
-    )
+    runtime = WorkspaceRuntime(CATALOG, Settings(requeue_seconds=0.5))
     return OperatorThread(runtime, kube_api.url, [namespace]).start()
 
 
@@ -290,3 +287,97 @@ def test_custom_template_runs_with_our_placement(http, namespace, operator, clus
     assert service["spec"]["ports"][0]["targetPort"] == 8000
     labels = deploy["spec"]["template"]["metadata"]["labels"]
     assert labels == {"app": "custom", "kaito.sh/workspace": "custom"}
+
+
+def test_validating_webhook_denies_with_the_validation_message(kube_api, namespace):
+    import socket
+
+    import kopf
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    runtime = WorkspaceRuntime(CATALOG, Settings())
+    webhook = kopf.WebhookServer(addr="127.0.0.1", port=port, insecure=True)
+    bad = with_changes(inference_workspace(name="big"),
+                       {"inference.preset.name": "phi-3-medium-4k-instruct"})
+
+    def review(obj, old=None, operation="CREATE"):
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-1", "operation": operation, "object": obj, "oldObject": old,
+            "kind": {"group": "kaito.sh", "version": "v1alpha1", "kind": "Workspace"},
+            "resource": {"group": "kaito.sh", "version": "v1alpha1", "resource": "workspaces"},
+            "userInfo": {"username": "test"}, "namespace": namespace, "name": obj["metadata"]["name"],
+        }}
+
+    with OperatorThread(runtime, kube_api.url, [namespace], webhook=webhook):
+        url = f"http://127.0.0.1:{port}/validate-workspace"
+
+        def post(body):
+            try:
+                return httpx.post(url, json=body, timeout=5).json()["response"]
+            except httpx.TransportError:
+                return None
+
+        denied = wait_for(lambda: post(review(bad)), what="the webhook to answer")
+        assert denied["allowed"] is False
+        assert denied["status"]["code"] == 400
+        assert "needs 28 GiB of GPU memory in total" in denied["status"]["message"]
+        assert post(review(inference_workspace(name="ok")))["allowed"] is True
+        good = inference_workspace(name="ok")
+        changed = with_changes(good, {"resource.instanceType": "Standard_NC24ads_A100_v4"})
+        update = post(review(changed, old=good, operation="UPDATE"))
+        assert update["allowed"] is False and "immutable" in update["status"]["message"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_kaito_operator_command_runs_with_kubeconfig_liveness_and_metrics(
+    http, kube_api, namespace, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": kube_api.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}],
+    }))
+    live, metrics = free_port(), free_port()
+    command = Path(sys.executable).parent / "kaito-operator"
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), KAITO_REQUEUE_SECONDS="0.5")
+    proc = subprocess.Popen(
+        [str(command), "-n", namespace, "--liveness", f"http://127.0.0.1:{live}/healthz",
+         "--metrics-port", str(metrics)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        apply(http, namespace, inference_workspace(name="cmd"))
+        wait_for(lambda: our_machines(http, namespace, "cmd"), timeout=30, what="a Machine")
+
+        def get(url):
+            try:
+                return httpx.get(url, timeout=2)
+            except httpx.TransportError:
+                return None
+
+        health = wait_for(lambda: get(f"http://127.0.0.1:{live}/healthz"), what="liveness")
+        assert health.status_code == 200
+        text = wait_for(lambda: get(f"http://127.0.0.1:{metrics}/metrics"), what="metrics").text
+        assert 'kaito_workspace_reconciles_total{result="pending"}' in text
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Traceback" not in output, output

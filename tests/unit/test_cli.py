@@ -127,3 +127,31 @@ def test_broken_catalog_is_reported_not_a_traceback(capsys, tmp_path, monkeypatc
     code, _, err = run(capsys, "skus")
     assert code == 2
     assert "the preset catalog is broken" in err and "models.yaml" in err
+
+
+def test_render_prints_what_the_controller_creates(capsys):
+    adapters = str(ROOT / "examples/inference/kaito_workspace_phi_3_with_adapters.yaml")
+    code, out, _ = run(capsys, "render", "-n", "team-a", adapters)
+    assert code == 0
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == ["Machine", "Service", "Deployment"]
+    deploy = docs[-1]
+    assert deploy["metadata"]["namespace"] == "team-a"
+    assert len(deploy["spec"]["template"]["spec"]["initContainers"]) == 2
+
+
+def test_render_multi_node_example(capsys):
+    falcon = str(ROOT / "examples/inference/kaito_workspace_falcon_40b_multinode.yaml")
+    code, out, _ = run(capsys, "render", falcon)
+    assert code == 0
+    kinds = [d["kind"] for d in yaml.safe_load_all(out)]
+    assert kinds == ["Machine", "Machine", "Service", "Service", "StatefulSet"]
+
+
+def test_render_refuses_invalid_workspaces(capsys, tmp_path):
+    bad = with_changes(inference_workspace(), {"inference.preset.name": "phi-4"})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    code, out, err = run(capsys, "render", str(path))
+    assert code == 1 and out == ""
+    assert "needs 40 GiB" in err

@@ -1,0 +1,60 @@
+"""`kaito render FILE`: the objects the controller would create, from the same builders."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kaito_operator.api.workspace import Workspace
+from kaito_operator.catalog import Catalog
+from kaito_operator.cli.validate_cmd import check_file
+from kaito_operator.settings import Settings, SettingsError, settings_from_env
+from kaito_operator.validation import errors
+from kaito_operator.workspace.machines import build_machine
+from kaito_operator.workspace.workload import desired_inference
+
+
+def render_workspace(ws: Workspace, catalog: Catalog, settings: Settings) -> list[dict[str, Any]]:
+    """Machines for every node (as on a cluster with no qualified node yet), Services, and
+    the workload. Node pinning and the owner's uid are filled in on the cluster."""
+    assert ws.inference is not None
+    preset = catalog.preset(ws.inference.preset.name) if ws.inference.preset else None
+    disk = preset.resources.disk_gib if preset else settings.default_disk_gib
+    services, workload = desired_inference(ws, catalog, settings, [])
+    return [build_machine(ws, i, disk) for i in range(ws.resource.count)] + services + [workload]
+
+
+def render_command(args: argparse.Namespace, catalog: Catalog) -> int:
+    try:
+        settings = settings_from_env(os.environ)
+    except SettingsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    documents: list[dict[str, Any]] = []
+    failed = False
+    for name in args.files:
+        for label, found in check_file(Path(name), catalog):
+            if errors(found):
+                failed = True
+                for finding in errors(found):
+                    sys.stderr.write(f"{name}: {label}: error: {finding}\n")
+    if failed:
+        return 1
+    for name in args.files:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text()
+        for doc in yaml.safe_load_all(text):
+            if not isinstance(doc, dict) or doc.get("kind") != "Workspace":
+                continue
+            doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+            ws = Workspace.model_validate(doc)
+            if ws.tuning is not None:
+                sys.stderr.write(f"{name}: workspace/{ws.name}: tuning is not rendered yet\n")
+                continue
+            documents += render_workspace(ws, catalog, settings)
+    sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
+    return 0
