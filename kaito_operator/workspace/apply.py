@@ -25,19 +25,19 @@ def drifted(desired: Any, live: Any) -> bool:
     return desired != live
 
 
-async def ensure(client: KubeClient, kind: Kind, desired: dict[str, Any]) -> str:
-    """Make the object match `desired`; returns 'created', 'repaired' or 'unchanged'."""
+async def ensure(client: KubeClient, kind: Kind, desired: dict[str, Any]) -> dict[str, Any]:
+    """Make the object match `desired` (create, or patch what drifted); returns it as the
+    API server has it now."""
     meta = desired["metadata"]
     live = await client.get_or_none(kind, meta["name"], meta.get("namespace"))
     if live is None:
         try:
-            await client.create(kind, desired)
+            return await client.create(kind, desired)
         except ApiError as exc:
-            if exc.status != 409:  # created meanwhile: the next pass compares it
+            if exc.status != 409:  # created meanwhile: compare it on the next pass
                 raise
-        return "created"
+            return desired
     wanted = {"metadata": {"labels": meta.get("labels", {})}, "spec": desired["spec"]}
     if not drifted(wanted, live):
-        return "unchanged"
-    await client.patch(kind, meta["name"], wanted, meta.get("namespace"))
-    return "repaired"
+        return live
+    return await client.patch(kind, meta["name"], wanted, meta.get("namespace"))

@@ -124,8 +124,7 @@ async def ensure_inference(
     for service in services:
         await ensure(deps.client, SERVICES, service)
     kind = STATEFULSETS if workload["kind"] == "StatefulSet" else DEPLOYMENTS
-    await ensure(deps.client, kind, workload)
-    live = await deps.client.get_or_none(kind, ws.name, ws.namespace)
+    live = await ensure(deps.client, kind, workload)
     pods = await deps.client.list(PODS, ws.namespace, labels={WORKSPACE_LABEL: ws.name})
     return live, pods
 

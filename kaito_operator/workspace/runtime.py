@@ -30,6 +30,9 @@ Key = tuple[str, str]
 
 #: A Workspace that is ready is still looked at this often (drift repair).
 RESYNC_SECONDS = 300.0
+#: Children change in bursts (pod, then Deployment status, then Events): a short pause
+#: before each pass lets one pass see them all.
+DEBOUNCE_SECONDS = 0.1
 
 
 def utc_now() -> str:
@@ -114,6 +117,7 @@ class WorkspaceRuntime:
     async def _drain(self, key: Key, state: _State) -> None:
         try:
             while True:
+                await asyncio.sleep(DEBOUNCE_SECONDS)
                 state.dirty = False
                 await self._pass(key, state)
                 if not state.dirty:

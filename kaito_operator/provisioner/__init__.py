@@ -1,0 +1,24 @@
+"""The gpu-provisioner: one Karpenter `Machine` becomes one AKS agent pool (DESIGN §4).
+
+Modules:
+
+- ``pools``   pure: :class:`PoolSpec` / :class:`PoolState`, ``pool_spec_from_machine``, labels;
+- ``errors``  pure: the exception tree below and the one classification table;
+- ``azure``   the only importer of the Azure SDK: :class:`AzurePools` (short, non-blocking calls)
+  and ``classify(exc)`` for azure-core exceptions;
+- ``metrics`` ARM calls by operation and result code.
+
+Exception tree (the error contract of the Azure side; the controller maps it in one place)::
+
+    ProvisionerError                 base: .message, .code (ARM code), .status (HTTP status)
+    ├── PermanentPoolError           cannot succeed for this Machine as specified:
+    │   │                            MachineLaunched=False with the message, Warning Event
+    │   ├── QuotaExceeded            subscription/regional quota or capacity (subnet) exhausted
+    │   ├── SkuNotAvailable          VM size not offered or not allocatable in the region/zone
+    │   ├── InvalidPoolParameters    the request itself is wrong (bad name, size, disk, labels)
+    │   └── PoolNotOwned             a pool of that name exists without our labels: never touched
+    ├── RetryableArmError            try again later: .retry_after seconds (None: use your backoff)
+    │   └── OperationInProgress      409: another operation on the pool is running
+    ├── AuthenticationFailed         401/403/credential errors; message names the settings to check
+    └── PoolNotFound                 404 where a pool was required
+"""

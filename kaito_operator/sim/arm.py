@@ -1,0 +1,712 @@
+"""A simulated ARM agent-pools endpoint over https on loopback (DESIGN §7).
+
+The real Azure SDK talks to it unchanged: bearer token required on every call, any api-version,
+long-running operations as AKS does them (PUT → 201 + ``Azure-AsyncOperation``; DELETE → 202 +
+``Location``, polled 202 … 204), provisioning states (Creating → Succeeded/Failed, Deleting), and
+ARM error bodies ``{"error": {"code", "message"}}``.  Faults are injected per operation
+(``get``, ``put``, ``delete``, ``list``, ``poll``) and pool name.
+
+An operation completes after ``lro_polls`` observations (polls of the operation, GETs or LISTs
+of its pool) or ``lro_seconds``, whichever is set and comes first; the seconds also tick with
+nobody looking, so a simulated AKS fed by ``on_pool_succeeded`` can create Nodes by itself.
+Callbacks run on a server thread, outside the simulator's lock.
+
+Deviations kept on purpose: no paging of LIST, no etags, no ``Retry-After`` on operation polls,
+no managed-cluster resource (any cluster name exists), validation of a few fields only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from kaito_operator.sim.certs import write_server_cert
+
+__all__ = ["ArmSimulator", "CallRecord", "Fault", "PoolEvent"]
+
+_PROVIDER = r"/providers/Microsoft\.ContainerService"
+_POOLS = re.compile(
+    rf"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+){_PROVIDER}"
+    r"/managedClusters/(?P<cluster>[^/]+)/agentPools(?:/(?P<name>[^/]+))?/?$",
+    re.IGNORECASE,
+)
+_OPS = re.compile(
+    rf"^/subscriptions/(?P<sub>[^/]+){_PROVIDER}/locations/(?P<loc>[^/]+)"
+    r"/(?P<kind>operations|operationresults)/(?P<id>[^/]+)$",
+    re.IGNORECASE,
+)
+_POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+_READ_ONLY = ("provisioningState", "powerState", "currentOrchestratorVersion", "nodeImageVersion")
+_BUSY = ("Creating", "Updating", "Deleting")
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One request as the simulator answered it (``operation``: get/put/delete/list/poll)."""
+
+    method: str
+    path: str
+    status: int
+    operation: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    """A pool that reached Succeeded or was deleted: what a simulated AKS needs for its Node."""
+
+    subscription: str
+    resource_group: str
+    cluster: str
+    name: str
+    vm_size: str
+    node_labels: dict[str, str]
+    node_taints: tuple[str, ...]
+    os_disk_size_gb: int | None
+
+
+@dataclass
+class Fault:
+    """An injected failure; build one with the class methods.  ``times=None``: every call."""
+
+    status: int = 0  # 0 with hang_s: answer normally, late
+    code: str = ""
+    message: str = ""
+    retry_after: float | None = None
+    hang_s: float = 0.0  # sleep before answering (longer than the client's timeout)
+    fail_operation: bool = False  # accept the PUT, then fail its operation with code/message
+    times: int | None = 1
+
+    @classmethod
+    def throttle(cls, retry_after: float = 7, times: int | None = 1) -> Fault:
+        return cls(
+            429, "TooManyRequests", "The request is being throttled.", retry_after, times=times
+        )
+
+    @classmethod
+    def server_error(cls, times: int | None = 1) -> Fault:
+        return cls(500, "InternalServerError", "An internal server error occurred.", times=times)
+
+    @classmethod
+    def hang(cls, seconds: float = 2.0, times: int | None = 1) -> Fault:
+        return cls(hang_s=seconds, times=times)
+
+    @classmethod
+    def quota(cls, times: int | None = 1) -> Fault:
+        return cls(
+            400,
+            "QuotaExceeded",
+            "Operation could not be completed as it results in "
+            "exceeding approved standardNCADSA100v4Family Cores quota. Additional details "
+            "- Location: eastus, Current Limit: 0, Current Usage: 0, Additional Required: "
+            "24.",
+            times=times,
+        )
+
+    @classmethod
+    def sku_not_available(cls, times: int | None = 1) -> Fault:
+        return cls(
+            400,
+            "SkuNotAvailable",
+            "The requested VM size Standard_NC24ads_A100_v4 is "
+            "currently not available in location 'eastus'.",
+            times=times,
+        )
+
+    @classmethod
+    def invalid_parameter(
+        cls, message: str = "properties.vmSize is invalid.", times: int | None = 1
+    ) -> Fault:
+        return cls(400, "InvalidParameter", message, times=times)
+
+    @classmethod
+    def conflict(cls, times: int | None = 1) -> Fault:
+        return cls(
+            409,
+            "OperationNotAllowed",
+            "Operation is not allowed because there's an in progress create node pool operation.",
+            times=times,
+        )
+
+    @classmethod
+    def unauthorized(cls, times: int | None = 1) -> Fault:
+        return cls(401, "InvalidAuthenticationToken", "The access token is invalid.", times=times)
+
+    @classmethod
+    def forbidden(cls, times: int | None = 1) -> Fault:
+        return cls(
+            403,
+            "AuthorizationFailed",
+            "The client does not have authorization to "
+            "perform action 'Microsoft.ContainerService/managedClusters/agentPools/write'.",
+            times=times,
+        )
+
+    @classmethod
+    def failed_operation(
+        cls,
+        code: str = "ZonalAllocationFailed",
+        message: str = "Allocation failed. We do not have sufficient capacity "
+        "for the requested VM size in this zone.",
+        times: int | None = 1,
+    ) -> Fault:
+        """Only for ``put``: accepted (201), then the operation and the pool end Failed."""
+        return cls(0, code, message, fail_operation=True, times=times)
+
+    def reply(self) -> _Reply:
+        headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
+        return _error(self.status, self.code, self.message, **headers)
+
+
+class FaultTable:
+    """Faults queued per (operation, pool name or "*"); the exact name wins over "*"."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[tuple[str, str], list[Fault]] = {}
+
+    def add(self, operation: str, pool: str, fault: Fault) -> None:
+        with self._lock:
+            self._queues.setdefault((operation, pool), []).append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queues.clear()
+
+    def take(self, operation: str, pool: str) -> Fault | None:
+        with self._lock:
+            for key in ((operation, pool), (operation, "*")):
+                queue = self._queues.get(key)
+                if queue:
+                    fault = queue[0]
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            queue.pop(0)
+                    return fault
+        return None
+
+
+@dataclass
+class _Pool:
+    cluster: tuple[str, str, str]  # (subscription, resource group, cluster) as first written
+    name: str
+    props: dict[str, Any]
+    op: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        sub, rg, cluster = self.cluster
+        return {
+            "id": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService"
+            f"/managedClusters/{cluster}/agentPools/{self.name}",
+            "name": self.name,
+            "type": "Microsoft.ContainerService/managedClusters/agentPools",
+            "properties": json.loads(json.dumps(self.props)),
+        }
+
+    def event(self) -> PoolEvent:
+        props = self.props
+        return PoolEvent(
+            subscription=self.cluster[0],
+            resource_group=self.cluster[1],
+            cluster=self.cluster[2],
+            name=self.name,
+            vm_size=props.get("vmSize", ""),
+            node_labels=dict(props.get("nodeLabels") or {}),
+            node_taints=tuple(props.get("nodeTaints") or ()),
+            os_disk_size_gb=props.get("osDiskSizeGB"),
+        )
+
+
+@dataclass
+class _Op:
+    id: str
+    kind: str  # "create" | "delete"
+    key: tuple[str, str, str, str]
+    started: float
+    observed: int = 0
+    status: str = "InProgress"
+    error: dict[str, str] | None = None
+    fail_with: dict[str, str] | None = None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> _Reply:
+    return _Reply(status, {"error": {"code": code, "message": message}}, dict(headers))
+
+
+class ArmSimulator:
+    """The endpoint in a background thread: ``with ArmSimulator() as arm: arm.base_url``."""
+
+    def __init__(
+        self,
+        *,
+        lro_polls: int | None = 2,
+        lro_seconds: float | None = None,
+        token: str | None = None,
+        location: str = "eastus",
+        unavailable_skus: tuple[str, ...] = (),
+        pool_quota: int | None = None,
+        max_hang_s: float = 5.0,
+        cert_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 5.0,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        self.lro_polls, self.lro_seconds = lro_polls, lro_seconds
+        self.token, self.location = token, location
+        self.unavailable_skus, self.pool_quota = set(unavailable_skus), pool_quota
+        self.max_hang_s = max_hang_s
+        self.faults = FaultTable()
+        self.on_pool_succeeded: list[Callable[[PoolEvent], None]] = []
+        self.on_pool_deleted: list[Callable[[PoolEvent], None]] = []
+        self._cert_dir, self._host = cert_dir, host
+        self._startup_timeout, self._shutdown_timeout = startup_timeout, shutdown_timeout
+        self._lock = threading.RLock()
+        self._pools: dict[tuple[str, str, str, str], _Pool] = {}
+        self._ops: dict[str, _Op] = {}
+        self._calls: list[CallRecord] = []
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._sockets: set[socket.socket] = set()
+        self.base_url = ""
+        self.ca_path = Path()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ArmSimulator:
+        if self._cert_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="arm-sim-")
+        cert = write_server_cert(self._cert_dir or Path(self._tmp.name))  # type: ignore[union-attr]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert.cert_path, cert.key_path)
+        self._server = _Server((self._host, 0), self, ctx)
+        self.ca_path = cert.ca_path
+        self.base_url = f"https://{self._host}:{self._server.server_address[1]}"
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="arm-simulator",
+        )
+        self._thread.start()
+        with socket.create_connection(
+            (self._host, self._server.server_address[1]), timeout=self._startup_timeout
+        ):
+            pass
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            with self._lock:
+                for sock in list(self._sockets):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(self._shutdown_timeout)
+        self._server = self._thread = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> ArmSimulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- test and sandbox API --------------------------------------------------------------
+    def inject(self, operation: str, fault: Fault, pool: str = "*") -> None:
+        """Answer the next ``fault.times`` matching calls with ``fault``."""
+        self.faults.add(operation, pool, fault)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        with self._lock:
+            return list(self._calls)
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def pools(self) -> dict[str, dict[str, Any]]:
+        """Every pool's ARM body by name (all clusters)."""
+        with self._lock:
+            return {p.name: p.body() for p in self._pools.values()}
+
+    def seed_pool(
+        self,
+        subscription: str,
+        resource_group: str,
+        cluster: str,
+        name: str,
+        properties: Mapping[str, Any],
+        state: str = "Succeeded",
+    ) -> None:
+        """Put a pool in place without an operation (a system pool, someone else's pool)."""
+        props = {**properties, "provisioningState": state, "powerState": {"code": "Running"}}
+        with self._lock:
+            key = _key(subscription, resource_group, cluster, name)
+            self._pools[key] = _Pool((subscription, resource_group, cluster), name, props)
+
+    def complete_operations(self) -> None:
+        """Finish every running operation now (tests that do not want to poll)."""
+        with self._lock:
+            events = [self._finish(op) for op in self._ops.values() if op.status == "InProgress"]
+        self._fire(events)
+
+    # -- request handling (server threads) -------------------------------------------------
+    def _track(self, sock: socket.socket, add: bool = True) -> None:
+        with self._lock:
+            (self._sockets.add if add else self._sockets.discard)(sock)
+
+    def tick(self) -> None:
+        """Complete operations whose time is up (called by the server loop every 50 ms)."""
+        if self.lro_seconds is None:
+            return
+        with self._lock:
+            events = [self._finish(op) for op in self._ops.values() if self._due(op)]
+        self._fire(events)
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
+        """Answer one request; ``headers`` have lowercase names."""
+        url = urlsplit(target)
+        path, query = url.path, parse_qs(url.query)
+        pools, ops = _POOLS.match(path), _OPS.match(path)
+        operation = {"GET": "get", "PUT": "put", "DELETE": "delete"}.get(method, method.lower())
+        if pools and not pools["name"]:
+            operation = "list"
+        if ops:
+            operation = "poll"
+        name = pools["name"] if pools and pools["name"] else ""
+        fault = self.faults.take(operation, name)
+        if fault is not None and fault.hang_s:
+            self._stopping.wait(min(fault.hang_s, self.max_hang_s))
+            fault = None if fault.status == 0 else fault
+        events: list[tuple[str, PoolEvent] | None] = []
+        reply = self._answer(method, pools, ops, query, headers, raw, fault, events)
+        with self._lock:
+            self._calls.append(CallRecord(method, path, reply.status, operation, name))
+        self._fire(events)
+        return reply
+
+    def _answer(
+        self,
+        method: str,
+        pools: re.Match[str] | None,
+        ops: re.Match[str] | None,
+        query: dict[str, list[str]],
+        headers: Mapping[str, str],
+        raw: bytes,
+        fault: Fault | None,
+        events: list[tuple[str, PoolEvent] | None],
+    ) -> _Reply:
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or (self.token and auth[7:] != self.token):
+            return _error(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is missing or invalid.",
+                **{
+                    "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline'
+                    '.com/common", error="invalid_token"'
+                },
+            )
+        if "api-version" not in query:
+            return _error(400, "MissingApiVersionParameter", "The api-version is required.")
+        if fault is not None and not fault.fail_operation:
+            return fault.reply()
+        if ops:
+            return self._poll(ops["kind"].lower(), ops["id"], events)
+        if pools is None or method not in ("GET", "PUT", "DELETE"):
+            return _error(404, "InvalidResourceType", "The resource type could not be found.")
+        cluster = (pools["sub"], pools["rg"], pools["cluster"])
+        with self._lock:
+            if not pools["name"]:
+                return self._list(cluster, events)
+            key = _key(*cluster, pools["name"])
+            if method == "GET":
+                return self._get(key, events)
+            if method == "DELETE":
+                return self._delete(key, events)
+            return self._put(cluster, pools["name"], raw, fault)
+
+    def _list(self, cluster: tuple[str, str, str], events: list[Any]) -> _Reply:
+        prefix = _key(*cluster, "")[:3]
+        mine = [p for k, p in self._pools.items() if k[:3] == prefix]
+        for pool in mine:
+            self._observe(pool, events)
+        alive = [p.body() for k, p in self._pools.items() if k[:3] == prefix]
+        return _Reply(200, {"value": alive})
+
+    def _get(self, key: tuple[str, str, str, str], events: list[Any]) -> _Reply:
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._observe(pool, events)
+        pool = self._pools.get(key)
+        if pool is None:
+            return _error(404, "NotFound", f"agent pool {key[3]} not found")
+        return _Reply(200, pool.body())
+
+    def _put(
+        self, cluster: tuple[str, str, str], name: str, raw: bytes, fault: Fault | None
+    ) -> _Reply:
+        key = _key(*cluster, name)
+        existing = self._pools.get(key)
+        if existing is not None and existing.props.get("provisioningState") in _BUSY:
+            state = existing.props["provisioningState"].lower().removesuffix("ing")
+            return _error(
+                409,
+                "OperationNotAllowed",
+                "Operation is not allowed because there's "
+                f"an in progress {state} node pool operation on agent pool {name}.",
+            )
+        try:
+            props = dict(json.loads(raw or b"{}").get("properties") or {})
+        except (ValueError, AttributeError):
+            return _error(400, "InvalidRequestContent", "The request content is not valid JSON.")
+        invalid = _validate(name, props)
+        if invalid:
+            return _error(400, "InvalidParameter", invalid)
+        if props["vmSize"] in self.unavailable_skus:
+            return _error(
+                400,
+                "SkuNotAvailable",
+                f"The requested VM size {props['vmSize']} is "
+                f"currently not available in location '{self.location}'.",
+            )
+        live = sum(1 for k, p in self._pools.items() if k[:3] == key[:3] and k != key)
+        if existing is None and self.pool_quota is not None and live >= self.pool_quota:
+            return _error(
+                400,
+                "QuotaExceeded",
+                "Operation could not be completed as it results "
+                f"in exceeding approved agent pool quota (limit {self.pool_quota}).",
+            )
+        for read_only in _READ_ONLY:
+            props.pop(read_only, None)
+        props.update(
+            provisioningState="Updating" if existing else "Creating",
+            powerState={"code": "Running"},
+            currentOrchestratorVersion="1.30.0",
+            nodeImageVersion="AKSUbuntu-2204gen2containerd-202405.03.0",
+        )
+        pool = _Pool(existing.cluster if existing else cluster, name, props)
+        op = self._new_op("create", key)
+        if fault is not None:
+            op.fail_with = {"code": fault.code, "message": fault.message}
+        pool.op = op.id
+        self._pools[key] = pool
+        url = f"{self._op_url(cluster[0], 'operations', op.id)}"
+        return _Reply(200 if existing else 201, pool.body(), {"Azure-AsyncOperation": url})
+
+    def _delete(self, key: tuple[str, str, str, str], events: list[Any]) -> _Reply:
+        pool = self._pools.get(key)
+        if pool is None:
+            return _Reply(204)
+        current = self._ops.get(pool.op or "")
+        if current is not None and current.kind == "delete" and current.status == "InProgress":
+            return _Reply(
+                202, None, {"Location": self._op_url(key[0], "operationresults", current.id)}
+            )
+        if current is not None and current.status == "InProgress":
+            current.status = "Canceled"
+            current.error = {"code": "OperationPreempted", "message": "Deleted during creation."}
+        pool.props["provisioningState"] = "Deleting"
+        op = self._new_op("delete", key)
+        pool.op = op.id
+        return _Reply(
+            202, None, {"Location": self._op_url(pool.cluster[0], "operationresults", op.id)}
+        )
+
+    def _poll(self, kind: str, op_id: str, events: list[Any]) -> _Reply:
+        with self._lock:
+            op = self._ops.get(op_id)
+            if op is None:
+                return _error(404, "NotFound", f"operation {op_id} not found")
+            op.observed += 1
+            if self._due(op):
+                events.append(self._finish(op))
+            if kind == "operationresults":
+                if op.status == "InProgress":
+                    return _Reply(202, None, {"Location": self._op_url(op.key[0], kind, op.id)})
+                return _Reply(204)
+            body: dict[str, Any] = {
+                "id": op.id,
+                "name": op.id,
+                "status": op.status,
+                "startTime": _iso(op.started),
+            }
+            if op.error:
+                body["error"] = op.error
+            return _Reply(200, body)
+
+    # -- operation progress (called under the lock) ----------------------------------------
+    def _new_op(self, kind: str, key: tuple[str, str, str, str]) -> _Op:
+        op = _Op(str(uuid.uuid4()), kind, key, time.monotonic())
+        self._ops[op.id] = op
+        return op
+
+    def _op_url(self, subscription: str, kind: str, op_id: str) -> str:
+        return (
+            f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft."
+            f"ContainerService/locations/{self.location}/{kind}/{op_id}?api-version=2024-05-01"
+        )
+
+    def _observe(self, pool: _Pool, events: list[Any]) -> None:
+        op = self._ops.get(pool.op or "")
+        if op is not None and op.status == "InProgress":
+            op.observed += 1
+            if self._due(op):
+                events.append(self._finish(op))
+
+    def _due(self, op: _Op) -> bool:
+        if op.status != "InProgress":
+            return False
+        by_polls = self.lro_polls is not None and op.observed >= self.lro_polls
+        elapsed = time.monotonic() - op.started
+        return by_polls or (self.lro_seconds is not None and elapsed >= self.lro_seconds)
+
+    def _finish(self, op: _Op) -> tuple[str, PoolEvent] | None:
+        pool = self._pools.get(op.key)
+        if op.kind == "delete":
+            op.status = "Succeeded"
+            if pool is None:
+                return None
+            del self._pools[op.key]
+            return ("deleted", pool.event())
+        if op.fail_with is not None:
+            op.status, op.error = "Failed", op.fail_with
+            if pool is not None:
+                pool.props["provisioningState"] = "Failed"
+                pool.props["status"] = {"provisioningError": op.fail_with}
+            return None
+        op.status = "Succeeded"
+        if pool is None:
+            return None
+        pool.props["provisioningState"] = "Succeeded"
+        pool.props.pop("status", None)
+        return ("succeeded", pool.event())
+
+    def _fire(self, events: list[tuple[str, PoolEvent] | None]) -> None:
+        for item in events:
+            if item is None:
+                continue
+            kind, event = item
+            for callback in list(
+                self.on_pool_succeeded if kind == "succeeded" else self.on_pool_deleted
+            ):
+                try:
+                    callback(event)
+                except Exception:  # noqa: BLE001 - a broken listener must not break ARM
+                    pass
+
+
+def _key(sub: str, rg: str, cluster: str, name: str) -> tuple[str, str, str, str]:
+    return (sub.lower(), rg.lower(), cluster.lower(), name.lower())
+
+
+def _iso(monotonic: float) -> str:
+    wall = time.time() - (time.monotonic() - monotonic)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+def _validate(name: str, props: Mapping[str, Any]) -> str | None:
+    """The AKS preflight checks a provisioner can get wrong; None when the body passes."""
+    if not _POOL_NAME.match(name):
+        return (
+            f"Agent pool name {name!r} is invalid: it must start with a lowercase letter and "
+            "contain at most 12 lowercase letters and numbers."
+        )
+    if not props.get("vmSize"):
+        return "properties.vmSize is required."
+    disk = props.get("osDiskSizeGB")
+    if disk is not None and not (isinstance(disk, int) and 30 <= disk <= 2048):
+        return f"properties.osDiskSizeGB {disk!r} is invalid: it must be between 30 and 2048."
+    if props.get("mode", "User") not in ("User", "System", "Gateway"):
+        return f"properties.mode {props.get('mode')!r} is invalid."
+    for taint in props.get("nodeTaints") or []:
+        if not re.match(r"^[^=:\s]+(=[^:\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$", taint):
+            return f"properties.nodeTaints entry {taint!r} is invalid."
+    return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], sim: ArmSimulator, ctx: ssl.SSLContext) -> None:
+        super().__init__(address, _Handler)
+        self.sim, self.ctx = sim, ctx
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        # The TLS handshake happens on the handler's thread, never on the accept loop.
+        tls = self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.sim._track(tls)
+        return tls, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        self.sim._track(request, add=False)
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        self.sim.tick()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that time out and hang up are part of the scenarios: stay quiet."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: avoid 40 ms delayed ACKs
+    timeout = 60  # longer than aiohttp's 15 s keep-alive, so the client closes idle sockets
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        reply = self.server.sim.handle(self.command, self.path, headers, raw)
+        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("x-ms-request-id", str(uuid.uuid4()))
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _serve
