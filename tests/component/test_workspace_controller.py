@@ -381,3 +381,39 @@ def test_kaito_operator_command_runs_with_kubeconfig_liveness_and_metrics(
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert "Traceback" not in output, output
+
+
+def test_hand_edited_deployment_is_put_back(http, namespace, operator, cluster):
+    apply(http, namespace, inference_workspace(name="edit"))
+    wait_condition(http, namespace, "edit", "WorkspaceReady", "True")
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/edit"
+    original = http.get(path).json()["spec"]["template"]["spec"]["containers"][0]["image"]
+    response = http.patch(path, json={"spec": {"replicas": 3, "template": {"spec": {
+        "containers": [{"name": "inference", "image": "someone/else:latest"}]}}}},
+        headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert response.status_code == 200, response.text
+
+    def restored():
+        spec = http.get(path).json()["spec"]
+        return spec["replicas"] == 1 and spec["template"]["spec"]["containers"][0]["image"] == original
+
+    wait_for(restored, what="the Deployment to be put back")
+
+
+def test_deletion_waits_for_machines_with_finalizers(http, namespace, operator, cluster):
+    apply(http, namespace, inference_workspace(name="slow"))
+    wait_condition(http, namespace, "slow", "WorkspaceReady", "True")
+    (machine,) = our_machines(http, namespace, "slow")
+    machine_path = f"{MACHINES}/{machine['metadata']['name']}"
+    merge = {"Content-Type": "application/merge-patch+json"}
+    http.patch(machine_path, json={"metadata": {"finalizers": ["karpenter.sh/termination"]}},
+               headers=merge).raise_for_status()
+    http.delete(f"{WS_PATH.format(ns=namespace)}/slow").raise_for_status()
+    wait_for(lambda: http.get(machine_path).json()["metadata"].get("deletionTimestamp"),
+             what="the Machine to be deleted by the finalizer")
+    time.sleep(1.0)
+    still = http.get(f"{WS_PATH.format(ns=namespace)}/slow")
+    assert still.status_code == 200 and still.json()["metadata"].get("deletionTimestamp")
+    http.patch(machine_path, json={"metadata": {"finalizers": None}}, headers=merge)
+    wait_for(lambda: http.get(f"{WS_PATH.format(ns=namespace)}/slow").status_code == 404,
+             timeout=20, what="the Workspace to go once its Machine is gone")
