@@ -145,6 +145,10 @@ async def write_status(
     await deps.client.patch(WORKSPACES, meta["name"], {"status": status}, meta["namespace"],
                             status=True)
     for cond in st.transitions(previous, rendered):
+        if cond["type"] == st.WORKSPACE_READY and cond["status"] == "False" and (
+            cond["reason"] != "InvalidWorkspace"
+        ):
+            continue  # the failing condition's own Event says it already
         kind = "Warning" if cond["reason"] in FAILURE_REASONS else "Normal"
         await deps.client.event(body, kind, cond["reason"],
                                 f"{cond['type']}={cond['status']}: {cond['message']}", deps.now())

@@ -155,3 +155,26 @@ def test_render_refuses_invalid_workspaces(capsys, tmp_path):
     code, out, err = run(capsys, "render", str(path))
     assert code == 1 and out == ""
     assert "needs 40 GiB" in err
+
+
+def test_printer_columns_render_like_kubectl():
+    from datetime import UTC, datetime
+
+    from kaito_operator.api.crd import workspace_crd
+    from kaito_operator.cli.columns import columns_table
+
+    ws = inference_workspace()
+    ws["metadata"]["creationTimestamp"] = "2024-06-01T10:00:00Z"
+    ws["status"] = {"conditions": [
+        {"type": "ResourceReady", "status": "True"},
+        {"type": "InferenceReady", "status": "False"},
+        {"type": "WorkspaceReady", "status": "False"},
+    ]}
+    now = datetime(2024, 6, 1, 10, 10, tzinfo=UTC)
+    lines = columns_table(workspace_crd(), [ws], now=now).splitlines()
+    assert lines[0].split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY",
+                                "WORKSPACEREADY", "AGE"]
+    assert lines[1].split() == ["workspace-phi-3", "Standard_NC6s_v3", "True", "False",
+                                "False", "10m"]
+    wide = columns_table(workspace_crd(), [ws], wide=True, now=now).splitlines()
+    assert "JOBSTARTED" in wide[0].split()

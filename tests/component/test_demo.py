@@ -1,0 +1,24 @@
+"""`make demo` runs the product's main flow to the end (as a new user would see it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_to_the_end():
+    done = subprocess.run(
+        [sys.executable, "-m", "kaito_operator.demo"], cwd=ROOT, capture_output=True,
+        text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert "SIMULATED cluster" in out
+    assert "WorkspaceReady=True: inference is ready" in out
+    assert "needs 28 GiB of GPU memory in total" in out
+    header = next(line for line in out.splitlines() if line.startswith("NAME  ") and "INSTANCE" in line)
+    assert header.split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY",
+                              "WORKSPACEREADY", "AGE"]
