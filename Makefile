@@ -15,7 +15,14 @@ help:
 	@echo "make demo   set up .venv and run the product's main flow locally"
 	@echo "make crds   regenerate crds/ from the API models"
 
-$(STAMP): pyproject.toml
+# Debian packages the tests run for real: an OCI registry on loopback.
+SYSTEM_DEPS := /usr/bin/docker-registry
+
+$(SYSTEM_DEPS):
+	@command -v apt-get >/dev/null || { echo "install Debian's docker-registry"; exit 1; }
+	apt-get update -qq && apt-get install -y -qq docker-registry >/dev/null
+
+$(STAMP): pyproject.toml | $(SYSTEM_DEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
