@@ -6,7 +6,13 @@ Modules:
 - ``errors``  pure: the exception tree below and the one classification table;
 - ``azure``   the only importer of the Azure SDK: :class:`AzurePools` (short, non-blocking calls)
   and ``classify(exc)`` for azure-core exceptions;
-- ``metrics`` ARM calls by operation and result code.
+- ``metrics`` ARM calls by operation and result code, pools owned, Machines by condition;
+- ``settings`` pure: the environment (``ARM_SUBSCRIPTION_ID`` ...) with errors naming variables;
+- ``lifecycle`` pure: launched → registered → initialized → ready, from the pool and the Node;
+- ``reconcile`` one pass over a Machine and one finalizer step; the one error-handling place;
+- ``gc``      garbage collection of our orphaned pools (pure selection + the loop);
+- ``runtime`` per-Machine coalescing triggers and requeue timers (no handler ever waits);
+- ``handlers`` the kopf registry; ``operator`` ``main()`` and a thread runner for tests.
 
 Exception tree (the error contract of the Azure side; the controller maps it in one place)::
 

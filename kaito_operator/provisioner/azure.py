@@ -51,7 +51,14 @@ from kaito_operator.provisioner.pools import (
     parse_timestamp,
 )
 
-__all__ = ["AzurePools", "CreateResult", "DeleteResult", "classify", "describe"]
+__all__ = [
+    "AzurePools",
+    "CreateResult",
+    "DeleteResult",
+    "classify",
+    "default_credential",
+    "describe",
+]
 
 T = TypeVar("T")
 #: How long to wait before looking again at a pool that is being deleted or is busy.
@@ -328,3 +335,18 @@ class AzurePools:
         return error_for(
             klass, message, code=code, status=status, retry_after=retry_after, hint=self._hint
         )
+
+
+def default_credential(tenant_id: str | None, client_id: str | None) -> AsyncTokenCredential:
+    """Production identity: workload identity in the cluster (``AZURE_FEDERATED_TOKEN_FILE``),
+    else managed identity or a developer login, pinned to the configured tenant and client."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    kwargs: dict[str, Any] = {}
+    if client_id:
+        kwargs["workload_identity_client_id"] = client_id
+        kwargs["managed_identity_client_id"] = client_id
+    if tenant_id:
+        kwargs["workload_identity_tenant_id"] = tenant_id
+        kwargs["additionally_allowed_tenants"] = [tenant_id]
+    return DefaultAzureCredential(**kwargs)

@@ -6,9 +6,9 @@ one process never collide; the metrics endpoint serves whichever registry it is 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["ArmCallCounter"]
+__all__ = ["ArmCallCounter", "ProvisionerMetrics"]
 
 
 class ArmCallCounter:
@@ -42,3 +42,39 @@ class ArmCallCounter:
                 if sample.name == "kaito_provisioner_arm_calls_total":
                     out[(sample.labels["operation"], sample.labels["code"])] = sample.value
         return out
+
+
+class ProvisionerMetrics:
+    """Everything the provisioner exports, in one registry: ARM calls (``arm``), pools owned,
+    Machines by lifecycle phase, reconcile errors by class and pools garbage-collected."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.arm = ArmCallCounter(self.registry)
+        self.pools_owned = Gauge(
+            "kaito_provisioner_pools_owned",
+            "Agent pools carrying the kaito labels, as of the last garbage-collection pass.",
+            registry=self.registry,
+        )
+        self.machines = Gauge(
+            "kaito_provisioner_machines",
+            "Machines by their furthest True condition (Pending, Failed, MachineLaunched, ...).",
+            ("condition",),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "kaito_provisioner_errors",
+            "Failures while reconciling Machines, by class.",
+            ("error",),
+            registry=self.registry,
+        )
+        self.pools_collected = Counter(
+            "kaito_provisioner_pools_garbage_collected",
+            "Orphaned agent pools of ours whose deletion garbage collection started.",
+            registry=self.registry,
+        )
+
+    def set_phases(self, counts: dict[str, int]) -> None:
+        for phase in ("Pending", "Failed", "MachineLaunched", "MachineRegistered",
+                      "MachineInitialized", "Ready"):
+            self.machines.labels(condition=phase).set(counts.get(phase, 0))

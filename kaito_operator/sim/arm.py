@@ -61,6 +61,7 @@ class CallRecord:
     status: int
     operation: str
     pool: str
+    at: float = 0.0  # time.monotonic() when it was answered (Retry-After checks)
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,9 @@ class ArmSimulator:
         events: list[tuple[str, PoolEvent] | None] = []
         reply = self._answer(method, pools, ops, query, headers, raw, fault, events)
         with self._lock:
-            self._calls.append(CallRecord(method, path, reply.status, operation, name))
+            self._calls.append(
+                CallRecord(method, path, reply.status, operation, name, time.monotonic())
+            )
         self._fire(events)
         return reply
 

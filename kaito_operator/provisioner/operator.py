@@ -1,0 +1,124 @@
+"""Run the gpu-provisioner: `kaito-gpu-provisioner` / `python -m kaito_operator.provisioner`.
+
+Machines and Nodes are cluster-scoped, so the operator always watches the whole cluster.  The
+Azure credential is built here from the settings (workload identity in the cluster) and closed
+on exit; :class:`ProvisionerThread` runs the same registry in a thread with an injected
+runtime (tests, the local sandbox).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from kaito_operator.catalog import CatalogError, load_catalog
+from kaito_operator.provisioner.handlers import build_registry
+from kaito_operator.provisioner.runtime import ProvisionerRuntime
+from kaito_operator.provisioner.settings import ENV_VARS, SettingsError, settings_from_env
+from kaito_operator.workspace.operator import cluster_login
+
+__all__ = ["ProvisionerThread", "main"]
+
+log = logging.getLogger("kaito_operator.provisioner")
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kaito-gpu-provisioner",
+        description="Turns karpenter.sh Machines into AKS GPU agent pools.",
+        epilog="Environment: " + ", ".join(ENV_VARS),
+    )
+    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
+                        help="liveness endpoint URL ('' to disable)")
+    parser.add_argument("--metrics-port", type=int, default=8001,
+                        help="Prometheus metrics port (0 to disable)")
+    return parser.parse_args(argv)
+
+
+async def _run(runtime: ProvisionerRuntime, liveness: str | None) -> None:
+    try:
+        await kopf.operator(
+            registry=build_registry(runtime, login=cluster_login),
+            standalone=True,
+            clusterwide=True,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        await runtime.close_credential()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _args(argv)
+    try:
+        settings = settings_from_env(os.environ)
+        catalog = load_catalog()
+    except (SettingsError, CatalogError) as exc:
+        print(f"kaito-gpu-provisioner: {exc}")
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kaito_operator.provisioner.azure import default_credential
+
+    credential = default_credential(settings.tenant_id, settings.client_id)
+    runtime = ProvisionerRuntime(settings, credential, catalog)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, registry=runtime.metrics.registry)
+    log.info("gpu-provisioner for cluster %s in resource group %s (subscription %s, %s)",
+             settings.cluster_name, settings.resource_group, settings.subscription_id,
+             settings.location)
+    asyncio.run(_run(runtime, args.liveness or None))
+    return 0
+
+
+class ProvisionerThread:
+    """The provisioner in a thread of its own, logged in to ``server`` without credentials."""
+
+    def __init__(self, runtime: ProvisionerRuntime, server: str) -> None:
+        self.runtime = runtime
+        self._server = server
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpu-provisioner", daemon=True)
+        self.error: BaseException | None = None
+
+    def _login(self, **_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=self._server, insecure=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=build_registry(self.runtime, login=self._login),
+                    standalone=True,
+                    clusterwide=True,
+                    stop_flag=self._stop,
+                    ready_flag=self._ready,
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported to the test via .error
+            self.error = exc
+
+    def start(self, timeout: float = 30.0) -> ProvisionerThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the gpu-provisioner did not start: {self.error!r}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ProvisionerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
