@@ -1,0 +1,232 @@
+"""The model boundary: an ``Engine`` protocol and its transformers implementation.
+
+Why a protocol: the scheduler and the routers only need "tokenize, run a batch step, decode";
+keeping transformers behind this interface lets tests and the benchmark hand ``create_app`` an
+engine they built (or a slow/blocking one) and keeps model loading out of the web layer.
+
+``TransformersEngine.load`` is the only place that touches the hub, the tokenizer files, the
+weights and the adapters. It runs in the FastAPI lifespan (in a worker thread), never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from . import kvbatch
+from .adapters import ActiveAdapter, apply_adapters
+from .errors import InvalidRequestError, StartupError
+from .settings import ServerSettings
+
+__all__ = ["Engine", "EngineInfo", "TransformersEngine", "resolve_model_path"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model_name: str
+    model_path: str
+    context_length: int
+    adapters: list[ActiveAdapter] = field(default_factory=list)
+    adapter_combination: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class Engine(Protocol):
+    """What the scheduler and the routers need from a model."""
+
+    info: EngineInfo
+    eos_token_ids: frozenset[int]
+    supports_batching: bool
+
+    def encode_prompt(self, text: str) -> list[int]: ...
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def decode(
+        self, ids: list[int], *, skip_special_tokens: bool = True, clean_up: bool = False
+    ) -> str: ...
+
+    def prefill(self, prompts: list[list[int]]) -> tuple[kvbatch.KVBatch, torch.Tensor]: ...
+
+    def decode_step(
+        self, batch: kvbatch.KVBatch, tokens: torch.Tensor
+    ) -> tuple[kvbatch.KVBatch, torch.Tensor]: ...
+
+    def generate(self, prompt_ids: list[int], options: dict[str, Any]) -> list[int]: ...
+
+
+def resolve_model_path(settings: ServerSettings) -> Path:
+    """The local model directory, downloading ``--model-id`` first (tqdm progress on stderr)."""
+    if settings.model_dir is not None:
+        if not (settings.model_dir / "config.json").is_file():
+            raise StartupError(f"{settings.model_dir} has no config.json: not a model directory")
+        return settings.model_dir
+    from huggingface_hub import snapshot_download
+
+    log.info(
+        "Downloading %s (revision %s) into %s",
+        settings.model_id,
+        settings.revision or "main",
+        settings.cache_dir or "the default cache",
+    )
+    try:
+        path = snapshot_download(
+            repo_id=str(settings.model_id),
+            revision=settings.revision,
+            cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
+        )
+    except Exception as exc:  # hub, network and offline-mode errors all end the start-up
+        raise StartupError(
+            f"could not download {settings.model_id} (revision {settings.revision or 'main'}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    log.info("Downloaded %s to %s", settings.model_id, path)
+    return Path(path)
+
+
+def _read_template(value: str) -> str:
+    """``--chat-template`` is a file path when such a file exists, else the template itself."""
+    path = Path(value)
+    try:
+        if len(value) < 4096 and path.is_file():
+            return path.read_text()
+    except OSError:
+        pass
+    return value
+
+
+class TransformersEngine:
+    """A causal LM with its tokenizer and (merged) LoRA adapters."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: EngineInfo) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        eos: set[int] = set()
+        for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif source:
+                eos.update(int(t) for t in source)
+        self.eos_token_ids = frozenset(eos)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else min(eos, default=0))
+        self.supports_batching = self._cache_is_plain()
+
+    @classmethod
+    def load(cls, settings: ServerSettings) -> TransformersEngine:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model_path(settings)
+        started = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path), trust_remote_code=settings.trust_remote_code
+        )
+        if settings.chat_template:
+            tokenizer.chat_template = _read_template(settings.chat_template)
+        dtype: Any = "auto" if settings.dtype == "auto" else getattr(torch, settings.dtype)
+        device_map = settings.device_map
+        if device_map is None and torch.cuda.is_available():
+            device_map = "cuda"
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path),
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=settings.trust_remote_code,
+        ).eval()
+        model, adapters = apply_adapters(
+            model, settings.adapters_dir, settings.adapter_strengths, settings.adapter_combination
+        )
+        context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        if not context:
+            context = int(min(tokenizer.model_max_length, 1_000_000))
+        info = EngineInfo(
+            model_name=settings.model_name,
+            model_path=str(path),
+            context_length=context,
+            adapters=adapters,
+            adapter_combination=settings.adapter_combination if adapters else None,
+        )
+        log.info(
+            "Loaded %s from %s in %.1fs (context %d, dtype %s, device %s)",
+            info.model_name, path, time.perf_counter() - started, context,
+            next(model.parameters()).dtype, model.device,
+        )
+        return cls(model, tokenizer, info)
+
+    def _cache_is_plain(self) -> bool:
+        """Continuous batching needs full-attention ``DynamicLayer`` caches; probe once."""
+        try:
+            batch, _ = kvbatch.prefill(self.model, [[self.pad_id]], self.pad_id)
+        except Exception:  # pragma: no cover - exotic architectures
+            log.warning("Batched decoding probe failed; serving one request at a time")
+            return False
+        plain = all(type(layer).__name__ == "DynamicLayer" for layer in batch.cache.layers)
+        if not plain:
+            log.warning("Model cache is not a plain dynamic cache; serving one at a time")
+        return plain
+
+    # ------------------------------------------------------------------ text
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise InvalidRequestError(
+                "the model has no chat template; start the server with --chat-template",
+                param="messages",
+            )
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja2 errors and raise_exception() in templates
+            raise InvalidRequestError(f"chat template rejected the messages: {exc}",
+                                      param="messages") from exc
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(
+        self, ids: list[int], *, skip_special_tokens: bool = True, clean_up: bool = False
+    ) -> str:
+        return str(
+            self.tokenizer.decode(
+                ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up
+            )
+        )
+
+    # ----------------------------------------------------------------- model
+
+    def prefill(self, prompts: list[list[int]]) -> tuple[kvbatch.KVBatch, torch.Tensor]:
+        return kvbatch.prefill(self.model, prompts, self.pad_id)
+
+    def decode_step(
+        self, batch: kvbatch.KVBatch, tokens: torch.Tensor
+    ) -> tuple[kvbatch.KVBatch, torch.Tensor]:
+        return kvbatch.decode_step(self.model, batch, tokens)
+
+    def generate(self, prompt_ids: list[int], options: dict[str, Any]) -> list[int]:
+        """Plain ``model.generate`` for what the batch loop does not do (beam search, ...)."""
+        from transformers import GenerationConfig
+
+        options = dict(options)
+        seed = options.pop("seed", None)
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        config = GenerationConfig(
+            **{**self.model.generation_config.to_diff_dict(), **options}
+        )
+        config.pad_token_id = self.pad_id
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config
+            )
+        return [int(t) for t in out[0, len(prompt_ids):].tolist()]

@@ -1,0 +1,1 @@
+"""HTTP routers; each is thin: parse (pydantic), call the service/scheduler, shape the answer."""

@@ -1,0 +1,29 @@
+"""``POST /chat``: KAITO's classic API (``prompt`` or ``messages`` → ``{"Result": ...}``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..protocol import KaitoChatRequest, KaitoChatResponse
+from ..service import chat_request_to_job
+from ..state import RuntimeDep
+from ._common import collect, log_ignored
+
+router = APIRouter(tags=["kaito"])
+
+
+@router.post("/chat", response_model=KaitoChatResponse)
+async def chat(
+    body: KaitoChatRequest, request: Request, runtime: RuntimeDep
+) -> KaitoChatResponse:
+    engine, scheduler = runtime.require_ready()
+    log_ignored("/chat", body.ignored_fields())
+    prompt_ids, params, options = chat_request_to_job(
+        body, engine, runtime.settings.max_new_tokens_cap
+    )
+    handle = scheduler.submit(prompt_ids, params, options)
+    result = await collect(request, handle)
+    text = result.text
+    if body.prompt is not None and body.return_full_text:
+        text = body.prompt + text
+    return KaitoChatResponse(Result=text)

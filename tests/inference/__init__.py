@@ -1,0 +1,1 @@
+"""Tests of the inference server (tiny random model, real peft adapters, no downloads)."""
