@@ -378,8 +378,8 @@ def _report_failure(message: str, termination_log: str) -> None:
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI; returns the exit code (0 ok, 1 any failure)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The flags the workspace controller's init containers pass."""
     parser = argparse.ArgumentParser(prog="fetch_adapter", description=__doc__.split("\n")[0])
     parser.add_argument("--image", required=True, help="adapter reference (artifact or image)")
     parser.add_argument("--output", required=True, help="directory to fill (replaced)")
@@ -388,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=5, help="retries per request")
     parser.add_argument("--termination-log", default=os.environ.get(
         "KAITO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG), help="where the failure line goes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI; returns the exit code (0 ok, 1 any failure)."""
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
