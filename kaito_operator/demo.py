@@ -1,17 +1,16 @@
 """`make demo`: the product's main flow, as far as it runs locally today.
 
 1. the catalog, and the example Workspaces checked the way the admission webhook will;
-2. the real workspace controller reconciling the quick-start Workspace against a simulated
-   cluster (an API emulator on loopback whose GPU nodes and pods are simulated), with the
-   columns `kubectl get workspace` shows turning True.
-The local sandbox (DESIGN §8: gpu-provisioner against a simulated Azure, a real inference
-server answering /chat) grows out of this.
+2. the quick start on the local sandbox (DESIGN §8): the real workspace operator and
+   gpu-provisioner processes against an API emulator and a simulated Azure, GPU nodes that
+   join when their pool is created, and the real inference server run as a local process
+   answering /chat; then the Workspace is deleted and everything stopped.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,8 +67,10 @@ def run() -> int:
         if kaito(["validate", str(bad)]) != 1:
             print("demo failed: the invalid Workspace was accepted", file=sys.stderr)
             return 1
-    if controller_flow() != 0:
+    started = time.monotonic()
+    if sandbox_flow() != 0:
         return 1
+    print(f"\nThe sandbox flow took {time.monotonic() - started:.0f} s.")
     print(
         "\nNext: `helm install` the charts and `kubectl apply -f "
         "examples/inference/kaito_workspace_phi_3_mini.yaml` on a cluster (see README.md)."
@@ -77,74 +78,59 @@ def run() -> int:
     return 0
 
 
-def controller_flow(timeout: float = 60.0) -> int:
-    """The quick-start Workspace reconciled by the real controller on a simulated cluster."""
-    import httpx
+def _kaito(env: dict[str, str], *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
+    if show:
+        print(f"$ kaito {' '.join(args)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "kaito_operator.cli.main", *args], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if show:
+        print(done.stdout + done.stderr, end="", flush=True)
+    return done
 
-    from kaito_operator.api.crd import workspace_crd
-    from kaito_operator.catalog import load_catalog
-    from kaito_operator.cli.columns import columns_table, json_path
-    from kaito_operator.settings import Settings
-    from kaito_operator.sim.cluster import SimulatedCluster
-    from kaito_operator.sim.kube_api import KubeApiEmulator
-    from kaito_operator.workspace.operator import OperatorThread
-    from kaito_operator.workspace.runtime import WorkspaceRuntime
 
-    logging.getLogger("kopf").setLevel(logging.ERROR)
-    catalog = load_catalog()
-    example = ROOT / "examples/inference/kaito_workspace_phi_3_mini.yaml"
-    workspace = yaml.safe_load(example.read_text())
-    name = workspace["metadata"]["name"]
-    path = "/apis/kaito.sh/v1alpha1/namespaces/default/workspaces"
-    print(
-        "\n=== The workspace controller on a SIMULATED cluster\n"
-        "The Kubernetes API is an emulator on loopback; GPU nodes join 3 s after their Machine "
-        "is created and pods are reported Running by a simulator (no GPU, no cloud).",
-        flush=True,
-    )
-
-    def gpus(sku: str) -> int:
-        found = catalog.sku(sku)
-        return found.gpu_count if found else 1
-
-    with KubeApiEmulator() as api, SimulatedCluster(
-        api.url, provision_seconds=3.0, gpus_of=gpus
-    ), OperatorThread(
-        WorkspaceRuntime(catalog, Settings(requeue_seconds=1.0)), api.url, ["default"]
-    ), httpx.Client(base_url=api.url, timeout=10) as http:
-        _step("Apply the quick-start Workspace", f"kubectl apply -f {example.relative_to(ROOT)}")
-        http.post(path, json=workspace).raise_for_status()
-        print(f"workspace.kaito.sh/{name} created")
-        _step("Watch it", f"kubectl get workspace {name} -w")
-        deadline, shown = time.monotonic() + timeout, []
-        while time.monotonic() < deadline:
-            live = http.get(f"{path}/{name}").json()
-            header, row = columns_table(workspace_crd(), [live]).splitlines()
-            if not shown:
-                print(header)
-            if row.split()[2:-1] != (shown[-1].split()[2:-1] if shown else None):
-                print(row, flush=True)
-                shown.append(row)
-            if json_path(live, '.status.conditions[?(@.type=="WorkspaceReady")].status') == "True":
-                break
-            time.sleep(0.5)
-        else:
-            print("demo failed: the Workspace did not become ready", file=sys.stderr)
+def sandbox_flow(timeout: float = 180.0) -> int:
+    """The quick start on the local sandbox: real operators, inference server and provisioner
+    on a simulated cluster and cloud."""
+    example = "examples/inference/kaito_workspace_phi_3_mini.yaml"
+    name = "workspace-phi-3-mini"
+    with tempfile.TemporaryDirectory(prefix="kaito-demo-") as tmp:
+        env = dict(os.environ, KAITO_SANDBOX_DIR=tmp)
+        print("\n=== The quick start on the local sandbox", flush=True)
+        if _kaito(env, "sandbox", "up").returncode != 0:
             return 1
-        _step("What the controller created", "kubectl get machines,deployments,services")
-        machines = http.get("/apis/karpenter.sh/v1alpha5/machines").json()["items"]
-        deploys = http.get("/apis/apps/v1/namespaces/default/deployments").json()["items"]
-        services = http.get("/api/v1/namespaces/default/services").json()["items"]
-        for kind, items in (("machine", machines), ("deployment", deploys),
-                            ("service", services)):
-            for item in items:
-                print(f"{kind}/{item['metadata']['name']}")
-        _step("Events", f"kubectl get events --field-selector involvedObject.name={name}")
-        events = http.get("/api/v1/namespaces/default/events").json()["items"]
-        events.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
-        for event in events:
-            if event["involvedObject"]["name"] == name:
-                print(f"{event['type']:<8} {event['reason']:<22} {event['message']}")
+        try:
+            print()
+            if _kaito(env, "sandbox", "apply", "-f", example).returncode != 0:
+                return 1
+            print(f"\n$ kaito get workspaces -w   (kubectl get workspace {name} -w)")
+            deadline, last = time.monotonic() + timeout, None
+            header_shown = False
+            while time.monotonic() < deadline:
+                lines = _kaito(env, "get", "workspaces", show=False).stdout.splitlines()
+                if len(lines) == 2:
+                    if not header_shown:
+                        print(lines[0])
+                        header_shown = True
+                    if lines[1].split()[2:5] != last:
+                        print(lines[1], flush=True)
+                        last = lines[1].split()[2:5]
+                    if last == ["True", "True", "True"]:
+                        break
+                time.sleep(1.0)
+            else:
+                print("demo failed: the Workspace did not become ready", file=sys.stderr)
+                _kaito(env, "describe", "workspace", name)
+                return 1
+            print()
+            if _kaito(env, "chat", name, "What is Kubernetes?").returncode != 0:
+                return 1
+            print()
+            _kaito(env, "describe", "workspace", name)
+            print()
+            _kaito(env, "delete", "workspace", name)
+        finally:
+            print()
+            _kaito(env, "sandbox", "down")
     return 0
 
 

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-n", "--namespace", default="default",
                         help="namespace of Workspaces that name none")
     render.set_defaults(run=render_command)
+
+    from kaito_operator.sandbox.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

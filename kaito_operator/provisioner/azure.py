@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -350,3 +351,33 @@ def default_credential(tenant_id: str | None, client_id: str | None) -> AsyncTok
         kwargs["workload_identity_tenant_id"] = tenant_id
         kwargs["additionally_allowed_tenants"] = [tenant_id]
     return DefaultAzureCredential(**kwargs)
+
+
+class SimulatedCloudCredential:
+    """A fixed bearer token for a simulated ARM endpoint (the local sandbox).
+
+    There is no identity provider to ask without a cloud; `main()` uses this only when
+    ``KAITO_SIMULATED_ARM_TOKEN`` is set, and only together with an ``ARM_ENDPOINT`` on
+    loopback, so it can never send a made-up token to real Azure."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        from azure.core.credentials import AccessTokenInfo
+
+        return AccessTokenInfo(self._token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> SimulatedCloudCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None

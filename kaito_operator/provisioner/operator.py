@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 
@@ -64,9 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kaito_operator.provisioner.azure import default_credential
+    # The Azure SDK logs every request and response at INFO; our metrics count them.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    from kaito_operator.provisioner.azure import SimulatedCloudCredential, default_credential
 
-    credential = default_credential(settings.tenant_id, settings.client_id)
+    simulated = os.environ.get("KAITO_SIMULATED_ARM_TOKEN")
+    if simulated:
+        host = urlsplit(settings.arm_endpoint or "").hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print("kaito-gpu-provisioner: KAITO_SIMULATED_ARM_TOKEN needs ARM_ENDPOINT on "
+                  "loopback (a simulated cloud)")
+            return 2
+        credential: Any = SimulatedCloudCredential(simulated)
+    else:
+        credential = default_credential(settings.tenant_id, settings.client_id)
     runtime = ProvisionerRuntime(settings, credential, catalog)
     if args.metrics_port:
         from prometheus_client import start_http_server

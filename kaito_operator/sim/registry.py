@@ -182,6 +182,11 @@ class LocalRegistry:
         self.stop()
         raise RegistryUnavailable(f"docker-registry did not start: {tail}")
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the registry server (to check that nothing is left running)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         if self._client is not None:
             self._client.close()

@@ -1,0 +1,262 @@
+"""`kaito sandbox up|apply|status|down`, `kaito get workspaces`, `kaito describe workspace`,
+`kaito chat`: the sandbox from a user's side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from kaito_operator.catalog import Catalog
+from kaito_operator.sandbox.state import read_state, sandbox_dir
+
+WS = "/apis/kaito.sh/v1alpha1/namespaces/{ns}/workspaces"
+BANNER = (
+    "This is a SIMULATED cluster and cloud: the Kubernetes API is an emulator on loopback, the "
+    "Azure agent-pools endpoint and AKS are simulated, and pods run as local processes on the "
+    "CPU. The operators, the inference server and the tuning job are the real ones."
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _running() -> dict[str, Any] | None:
+    state = read_state()
+    if state and state.get("phase") == "running" and _alive(int(state["pid"])):
+        return state
+    return None
+
+
+def _need() -> dict[str, Any]:
+    state = _running()
+    if state is None:
+        raise SystemExit("the sandbox is not running: start it with `kaito sandbox up`")
+    return state
+
+
+def up(args: argparse.Namespace, catalog: Catalog) -> int:
+    if (state := _running()) is not None:
+        print(f"the sandbox is already running (API {state['api']})")
+        return 0
+    root = sandbox_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "state.json").unlink(missing_ok=True)
+    with open(root / "daemon.log", "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "kaito_operator.sandbox.daemon", "--dir",
+                          str(root)], stdout=out, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        state = read_state()
+        if state and state.get("phase") == "running":
+            print(BANNER)
+            print(f"Kubernetes API: {state['api']} (kubeconfig: {state['kubeconfig']})")
+            print(f"Model served by inference pods: {state['model_note']}")
+            if not state.get("registry"):
+                print("No OCI registry (install Debian's docker-registry for tuning pushes).")
+            else:
+                print(f"OCI registry: {state['registry']}")
+            return 0
+        if state and state.get("phase") == "stopped":
+            break
+        time.sleep(0.3)
+    print(f"the sandbox did not start; see {root / 'daemon.log'}", file=sys.stderr)
+    return 1
+
+
+def down(args: argparse.Namespace, catalog: Catalog) -> int:
+    state = read_state()
+    if not state or not _alive(int(state.get("pid", 0))):
+        print("the sandbox is not running")
+        return 0
+    os.kill(int(state["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline and _alive(int(state["pid"])):
+        time.sleep(0.2)
+    left = [pid for pid in [state["pid"], *state.get("children", [])] if _alive(int(pid))]
+    if left:
+        print(f"still running: {left}", file=sys.stderr)
+        return 1
+    print("the sandbox is stopped; nothing it started is running")
+    return 0
+
+
+def status(args: argparse.Namespace, catalog: Catalog) -> int:
+    state = _running()
+    print(json.dumps(state, indent=2) if state else "the sandbox is not running")
+    return 0 if state else 1
+
+
+def apply(args: argparse.Namespace, catalog: Catalog) -> int:
+    from kaito_operator.validation import errors, validate_workspace
+
+    state = _need()
+    with httpx.Client(base_url=state["api"], timeout=10) as http:
+        for doc in yaml.safe_load_all(Path(args.file).read_text()):
+            if not isinstance(doc, dict):
+                continue
+            ns = doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+            name = doc["metadata"].get("name")
+            if doc.get("kind") == "Workspace":
+                found = errors(validate_workspace(doc, catalog))
+                if found:
+                    for finding in found:
+                        print(f"error: workspace/{name}: {finding}", file=sys.stderr)
+                    return 1
+                path = WS.format(ns=ns)
+            elif doc.get("kind") == "Secret":
+                path = f"/api/v1/namespaces/{ns}/secrets"
+            else:
+                print(f"error: the sandbox applies Workspaces and Secrets, not {doc.get('kind')}",
+                      file=sys.stderr)
+                return 1
+            created = http.post(path, json=doc)
+            if created.status_code == 409:
+                patched = http.patch(f"{path}/{name}", json=doc,
+                                     headers={"Content-Type": "application/merge-patch+json"})
+                patched.raise_for_status()
+                print(f"{doc['kind'].lower()}/{name} configured")
+            else:
+                created.raise_for_status()
+                print(f"{doc['kind'].lower()}/{name} created")
+    return 0
+
+
+def delete(args: argparse.Namespace, catalog: Catalog) -> int:
+    state = _need()
+    path = f"{state['api']}{WS.format(ns=args.namespace)}/{args.name}"
+    response = httpx.delete(path, timeout=10)
+    if response.status_code == 404:
+        print(f'Error: workspaces "{args.name}" not found', file=sys.stderr)
+        return 1
+    response.raise_for_status()
+    print(f'workspace.kaito.sh "{args.name}" deleted')
+    deadline = time.monotonic() + args.timeout
+    while args.wait and time.monotonic() < deadline:
+        if httpx.get(path, timeout=10).status_code == 404:
+            return 0
+        time.sleep(0.3)
+    if args.wait:
+        print("the Workspace is still being deleted (its Machines are going)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def get(args: argparse.Namespace, catalog: Catalog) -> int:
+    from kaito_operator.api.crd import workspace_crd
+    from kaito_operator.cli.columns import columns_table
+
+    state = _need()
+    items = httpx.get(state["api"] + WS.format(ns=args.namespace), timeout=10).json()["items"]
+    if not items:
+        print(f"No resources found in {args.namespace} namespace.")
+        return 0
+    sys.stdout.write(columns_table(workspace_crd(), items, wide=args.output == "wide"))
+    return 0
+
+
+def describe(args: argparse.Namespace, catalog: Catalog) -> int:
+    state = _need()
+    with httpx.Client(base_url=state["api"], timeout=10) as http:
+        response = http.get(f"{WS.format(ns=args.namespace)}/{args.name}")
+        if response.status_code == 404:
+            print(f'Error: workspaces "{args.name}" not found', file=sys.stderr)
+            return 1
+        ws = response.json()
+        events = http.get(f"/api/v1/namespaces/{args.namespace}/events").json()["items"]
+    meta = ws["metadata"]
+    print(f"Name:         {meta['name']}\nNamespace:    {meta['namespace']}")
+    print(f"Instance:     {ws['resource'].get('instanceType')} x {ws['resource'].get('count', 1)}")
+    kind = "inference" if "inference" in ws else "tuning"
+    print(f"Mode:         {kind}")
+    print(f"Worker nodes: {', '.join((ws.get('status') or {}).get('workerNodes') or []) or '-'}")
+    print("Conditions:\n  TYPE              STATUS  REASON                  MESSAGE")
+    for cond in (ws.get("status") or {}).get("conditions") or []:
+        print(f"  {cond['type']:<17} {cond['status']:<7} {cond.get('reason', ''):<23} "
+              f"{cond.get('message', '')}")
+    print("Events:\n  TYPE     REASON                  MESSAGE")
+    mine = [e for e in events if e["involvedObject"].get("name") == meta["name"]]
+    for event in sorted(mine, key=lambda e: int(e["metadata"]["resourceVersion"])):
+        print(f"  {event['type']:<8} {event['reason']:<23} {event['message']}")
+    return 0
+
+
+def chat(args: argparse.Namespace, catalog: Catalog) -> int:
+    state = _need()
+    port = (state.get("services") or {}).get(f"{args.namespace}/{args.name}")
+    if port is None:
+        print(f"no Service {args.namespace}/{args.name} in the sandbox", file=sys.stderr)
+        return 1
+    body = {"prompt": args.prompt, "generate_kwargs": {"max_new_tokens": args.max_new_tokens,
+                                                       "do_sample": False}}
+    print(f"$ curl -s -X POST http://127.0.0.1:{port}/chat -H 'Content-Type: application/json' "
+          f"-d '{json.dumps(body)}'   # in a cluster: http://{args.name}/chat", file=sys.stderr)
+    try:
+        response = httpx.post(f"http://127.0.0.1:{port}/chat", json=body, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"the Service answered nothing ({exc}); is the Workspace ready? "
+              f"`kaito get workspaces`", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    print(response.json()["Result"])
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    sandbox = sub.add_parser("sandbox", help="the whole flow on this machine (simulated cluster)")
+    verbs = sandbox.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, fn, help_ in (("up", up, "start it in the background"),
+                            ("down", down, "stop everything it started"),
+                            ("status", status, "show what runs where")):
+        verb = verbs.add_parser(name, help=help_)
+        verb.add_argument("--timeout", type=float, default=120.0)
+        verb.set_defaults(run=fn)
+    applying = verbs.add_parser("apply", help="apply a Workspace (or Secret) file")
+    applying.add_argument("-f", "--filename", dest="file", required=True)
+    applying.add_argument("-n", "--namespace", default="default")
+    applying.set_defaults(run=apply)
+
+    getting = sub.add_parser("get", help="list Workspaces (sandbox)")
+    getting.add_argument("kind", choices=["workspaces", "workspace", "wk", "wks"])
+    getting.add_argument("-n", "--namespace", default="default")
+    getting.add_argument("-o", "--output", choices=["wide"])
+    getting.set_defaults(run=get)
+
+    describing = sub.add_parser("describe", help="conditions and events of a Workspace (sandbox)")
+    describing.add_argument("kind", choices=["workspace", "workspaces", "wk", "wks"])
+    describing.add_argument("name")
+    describing.add_argument("-n", "--namespace", default="default")
+    describing.set_defaults(run=describe)
+
+    deleting = sub.add_parser("delete", help="delete a Workspace (sandbox)")
+    deleting.add_argument("kind", choices=["workspace", "workspaces", "wk", "wks"])
+    deleting.add_argument("name")
+    deleting.add_argument("-n", "--namespace", default="default")
+    deleting.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
+    deleting.add_argument("--timeout", type=float, default=120.0)
+    deleting.set_defaults(run=delete)
+
+    chatting = sub.add_parser("chat", help="send a prompt to a Workspace's /chat (sandbox)")
+    chatting.add_argument("name")
+    chatting.add_argument("prompt")
+    chatting.add_argument("-n", "--namespace", default="default")
+    chatting.add_argument("--max-new-tokens", type=int, default=64)
+    chatting.add_argument("--timeout", type=float, default=120.0)
+    chatting.set_defaults(run=chat)
