@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 help:
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make demo   set up .venv and run the product's main flow locally"
-	@echo "make crds   regenerate crds/ from the API models"
+	@echo "make crds   regenerate crds/ (and the charts' copies) from the API models"
+	@echo "make images build the operator, inference, tuning and preset images (Docker)"
 
 # Debian packages the tests run for real: an OCI registry on loopback.
 SYSTEM_DEPS := /usr/bin/docker-registry
@@ -43,6 +44,20 @@ demo: $(STAMP)
 
 crds: $(STAMP)
 	$(PY) -m kaito_operator.api.crd --write crds/
+	$(PY) -m kaito_operator.api.crd --write charts/kaito-workspace/crds/
+	cp crds/karpenter.sh_machines.yaml charts/gpu-provisioner/crds/
+
+# Images (needs a Docker engine with BuildKit; not available on the development machines).
+REGISTRY ?= localhost:5000
+TAG      ?= 0.1.0
+PRESET   ?= phi-3-mini-4k-instruct
+
+images:
+	docker build -f Dockerfile.operator -t $(REGISTRY)/kaito-operator:$(TAG) .
+	docker build -f Dockerfile.inference --target base -t $(REGISTRY)/kaito-base:$(TAG) .
+	docker build -f Dockerfile.inference --target tuning -t $(REGISTRY)/kaito-tuning:$(TAG) .
+	docker build -f Dockerfile.inference --target preset --build-arg PRESET=$(PRESET) \
+		-t $(REGISTRY)/kaito-$(PRESET):$(TAG) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -103,8 +103,10 @@ def _ssl_context(conn: Connection) -> ssl.SSLContext | bool:
 class KubeClient:
     """Async JSON client; create it inside the event loop that will use it."""
 
-    def __init__(self, conn: Connection, timeout: float = 30.0) -> None:
-        headers = {"User-Agent": "kaito-operator", "Accept": "application/json"}
+    def __init__(
+        self, conn: Connection, timeout: float = 30.0, user_agent: str = "kaito-operator"
+    ) -> None:
+        headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if conn.token:
             headers["Authorization"] = f"Bearer {conn.token}"
         self._base = conn.server.rstrip("/")

@@ -84,7 +84,7 @@ class ProvisionerRuntime:
 
     async def start(self, connection: Connection) -> None:
         s = self.settings
-        self._kube = KubeClient(connection)
+        self._kube = KubeClient(connection, user_agent="kaito-gpu-provisioner")
         self._azure = AzurePools(
             self._credential,
             subscription_id=s.subscription_id,
