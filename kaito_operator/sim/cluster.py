@@ -7,12 +7,16 @@ node provisioner would do, reduced to what the workspace controller observes.
 - Nodes whose Machine is gone are deleted.
 - Deployments and StatefulSets get pods (Running and Ready, or a failure injected per
   Workspace: crash loop, OOM, image pull error) and their status (ready/updated replicas).
+- Jobs labelled with a Workspace get one pod (labelled as the Job controller labels them),
+  run for `job_seconds`, then succeed, or fail as injected per Workspace (`job_outcomes`:
+  the container's exit code and termination message, and the Job's Failed condition).
 It polls the API over HTTP in a thread of its own, with bounded work per round.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 WORKSPACE_LABEL = "kaito.sh/workspace"
 MACHINES = "/apis/karpenter.sh/v1alpha5/machines"
@@ -41,6 +47,15 @@ class PodFault:
 
 
 @dataclass
+class JobOutcome:
+    """How a Workspace's Job ends: succeeded, or failed with the container's message."""
+
+    succeeded: bool = True
+    message: str = ""
+    exit_code: int = 1
+
+
+@dataclass
 class SimulatedCluster:
     server: str
     provision_seconds: float = 0.0
@@ -50,6 +65,10 @@ class SimulatedCluster:
     """Machine name → cloud error message (MachineLaunched=False)."""
     pod_faults: dict[str, PodFault] = field(default_factory=dict)
     """Workspace name → the failure its pods show."""
+    job_outcomes: dict[str, JobOutcome] = field(default_factory=dict)
+    """Workspace name → how its Job ends (default: it succeeds)."""
+    job_seconds: float = 0.0
+    """How long a Job runs before it ends."""
     _seen: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -78,6 +97,7 @@ class SimulatedCluster:
                     self._machines(http)
                     self._workloads(http, "deployments")
                     self._workloads(http, "statefulsets")
+                    self._jobs(http)
                 except httpx.HTTPError:
                     pass  # the emulator is stopping; the next round or stop() decides
                 self.rounds += 1
@@ -85,7 +105,9 @@ class SimulatedCluster:
 
     # --- nodes -------------------------------------------------------------------------
     def _machines(self, http: httpx.Client) -> None:
-        machines = http.get(MACHINES).json().get("items", [])
+        # Only the workspace controller's Machines: other tests share the API server.
+        machines = http.get(MACHINES, params={"labelSelector": WORKSPACE_LABEL}).json()
+        machines = [m for m in machines.get("items", []) if m.get("spec")]
         names = {m["metadata"]["name"] for m in machines}
         for machine in machines:
             name = machine["metadata"]["name"]
@@ -213,6 +235,73 @@ class SimulatedCluster:
         if plural == "statefulsets":
             return f"{name}-{index}"
         return f"{name}-{revision}-{index}"
+
+
+    # --- jobs --------------------------------------------------------------------------
+    def _jobs(self, http: httpx.Client) -> None:
+        items = http.get("/apis/batch/v1/jobs",
+                         params={"labelSelector": WORKSPACE_LABEL}).json().get("items", [])
+        for job in items:
+            status = job.get("status") or {}
+            if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                   for c in status.get("conditions") or []):
+                continue
+            self._run_job(http, job)
+
+    def _run_job(self, http: httpx.Client, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        workspace = meta["labels"][WORKSPACE_LABEL]
+        template = job["spec"]["template"]
+        pod_name = f"{name}-{hashlib.sha256(uid.encode()).hexdigest()[:5]}"
+        pod_path = f"/api/v1/namespaces/{ns}/pods/{pod_name}"
+        job_status = f"/apis/batch/v1/namespaces/{ns}/jobs/{name}/status"
+        merge = {"Content-Type": "application/merge-patch+json"}
+        first = self._seen.setdefault(f"job/{uid}", time.monotonic())
+        if http.get(pod_path).status_code == 404:
+            labels = dict(template["metadata"].get("labels") or {})
+            labels.update({"batch.kubernetes.io/controller-uid": uid,
+                           "batch.kubernetes.io/job-name": name, "job-name": name})
+            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                     "controller": True, "blockOwnerDeletion": True}
+            http.post(f"/api/v1/namespaces/{ns}/pods", json={
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+                             "ownerReferences": [owner]},
+                "spec": template["spec"],
+            })
+            running = [{"name": c["name"], "ready": True, "restartCount": 0,
+                        "state": {"running": {"startedAt": _now()}}}
+                       for c in template["spec"].get("containers") or []]
+            http.patch(f"{pod_path}/status", headers=merge, json={"status": {
+                "phase": "Running", "containerStatuses": running,
+                "conditions": [{"type": "PodScheduled", "status": "True"}]}})
+            http.patch(job_status, headers=merge,
+                       json={"status": {"startTime": _now(), "active": 1}})
+            return
+        if time.monotonic() - first < self.job_seconds:
+            return
+        outcome = self.job_outcomes.get(workspace, JobOutcome())
+        code = 0 if outcome.succeeded else outcome.exit_code
+        done = [{"name": c["name"], "ready": False, "restartCount": 0, "state": {"terminated": {
+            "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+            "message": outcome.message, "finishedAt": _now()}}}
+            for c in template["spec"].get("containers") or []]
+        phase = "Succeeded" if outcome.succeeded else "Failed"
+        http.patch(f"{pod_path}/status", headers=merge,
+                   json={"status": {"phase": phase, "containerStatuses": done}})
+        now = _now()
+        if outcome.succeeded:
+            conds = [{"type": t, "status": "True", "reason": "CompletionsReached",
+                      "message": "Reached expected number of succeeded pods",
+                      "lastTransitionTime": now} for t in ("SuccessCriteriaMet", "Complete")]
+            status = {"active": 0, "succeeded": 1, "completionTime": now, "conditions": conds}
+        else:
+            conds = [{"type": t, "status": "True", "reason": "BackoffLimitExceeded",
+                      "message": "Job has reached the specified backoff limit",
+                      "lastTransitionTime": now} for t in ("FailureTarget", "Failed")]
+            status = {"active": 0, "failed": 1, "conditions": conds}
+        http.patch(job_status, headers=merge, json={"status": status})
 
 
 def _differs(wanted: dict[str, Any], live: dict[str, Any]) -> bool:
