@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 import kopf
 
 from kaito_operator.catalog import CatalogError, load_catalog
+from kaito_operator.kopf_thread import KopfThread
 from kaito_operator.provisioner.handlers import build_registry
 from kaito_operator.provisioner.runtime import ProvisionerRuntime
 from kaito_operator.provisioner.settings import ENV_VARS, SettingsError, settings_from_env
@@ -91,46 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class ProvisionerThread:
+class ProvisionerThread(KopfThread):
     """The provisioner in a thread of its own, logged in to ``server`` without credentials."""
 
     def __init__(self, runtime: ProvisionerRuntime, server: str) -> None:
         self.runtime = runtime
-        self._server = server
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpu-provisioner", daemon=True)
-        self.error: BaseException | None = None
-
-    def _login(self, **_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=self._server, insecure=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=build_registry(self.runtime, login=self._login),
-                    standalone=True,
-                    clusterwide=True,
-                    stop_flag=self._stop,
-                    ready_flag=self._ready,
-                )
-            )
-        except BaseException as exc:  # noqa: BLE001 - reported to the test via .error
-            self.error = exc
-
-    def start(self, timeout: float = 30.0) -> ProvisionerThread:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"the gpu-provisioner did not start: {self.error!r}")
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def __enter__(self) -> ProvisionerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(lambda login: build_registry(runtime, login=login), server,
+                         name="gpu-provisioner")

@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
 from kaito_operator.catalog import CatalogError, load_catalog
+from kaito_operator.kopf_thread import KopfThread
 from kaito_operator.settings import SettingsError, settings_from_env
 from kaito_operator.workspace.handlers import build_registry
 from kaito_operator.workspace.runtime import WorkspaceRuntime
@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class OperatorThread:
-    """The operator in a thread of its own, for tests and the local sandbox."""
+class OperatorThread(KopfThread):
+    """The workspace controller in a thread of its own, for tests and the demo."""
 
     def __init__(
         self,
@@ -93,46 +93,7 @@ class OperatorThread:
         webhook: Any = None,
     ) -> None:
         self.runtime = runtime
-        self._webhook = webhook
-        self._server = server
-        self._namespaces = list(namespaces)
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kaito-operator", daemon=True)
-        self.error: BaseException | None = None
-
-    def _login(self, **_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=self._server, insecure=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=build_registry(self.runtime, login=self._login,
-                                            webhook=self._webhook),
-                    standalone=True,
-                    clusterwide=not self._namespaces,
-                    namespaces=self._namespaces,
-                    stop_flag=self._stop,
-                    ready_flag=self._ready,
-                )
-            )
-        except BaseException as exc:  # noqa: BLE001 - reported to the test via .error
-            self.error = exc
-
-    def start(self, timeout: float = 30.0) -> OperatorThread:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the operator did not start")
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def __enter__(self) -> OperatorThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
+        super().__init__(
+            lambda login: build_registry(runtime, login=login, webhook=webhook),
+            server, namespaces, name="kaito-operator",
+        )
