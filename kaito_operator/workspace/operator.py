@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -42,7 +44,40 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--webhook-key", default=None, help="TLS private key (PEM)")
     parser.add_argument("--webhook-config", default=None,
                         help="ValidatingWebhookConfiguration to keep up to date")
+    parser.add_argument("--webhook-service", default=None,
+                        help="Service in front of the webhook: the API server is pointed at it "
+                             "and, without --webhook-cert, a certificate for it is generated "
+                             "at start")
+    parser.add_argument("--webhook-namespace", default=os.environ.get("POD_NAMESPACE"),
+                        help="namespace of --webhook-service (default: $POD_NAMESPACE)")
+    parser.add_argument("--webhook-service-port", type=int, default=443)
     return parser.parse_args(argv)
+
+
+def _webhook_server(args: argparse.Namespace) -> kopf.WebhookServer:
+    if not args.webhook_service:
+        return kopf.WebhookServer(port=args.webhook_port, host=args.webhook_host,
+                                  certfile=args.webhook_cert, pkeyfile=args.webhook_key)
+    if not args.webhook_namespace:
+        raise SystemExit("--webhook-service needs --webhook-namespace or $POD_NAMESPACE")
+    from kaito_operator.webhook_tls import (
+        ServiceWebhookServer,
+        generate_certificate,
+        service_dns_names,
+    )
+
+    cert, key, ca = args.webhook_cert, args.webhook_key, None
+    if not cert:
+        directory = Path(tempfile.mkdtemp(prefix="kaito-webhook-"))
+        names = service_dns_names(args.webhook_service, args.webhook_namespace)
+        cert_path, key_path, ca = generate_certificate(names, directory)
+        cert, key = str(cert_path), str(key_path)
+        log.info("generated the webhook certificate for %s", names[2])
+    return ServiceWebhookServer(
+        service=args.webhook_service, namespace=args.webhook_namespace,
+        service_port=args.webhook_service_port, port=args.webhook_port,
+        certfile=cert, pkeyfile=key, cadata=ca,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,13 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         start_http_server(args.metrics_port, registry=runtime.metrics.registry)
     namespaces = args.namespace or list(settings.watch_namespaces)
-    webhook = None
-    if args.webhook_port:
-        # Without a certificate kopf generates a self-signed one at start.
-        webhook = kopf.WebhookServer(
-            port=args.webhook_port, host=args.webhook_host,
-            certfile=args.webhook_cert, pkeyfile=args.webhook_key,
-        )
+    webhook = _webhook_server(args) if args.webhook_port else None
     registry = build_registry(runtime, login=cluster_login, webhook=webhook,
                               webhook_config=args.webhook_config)
     asyncio.run(

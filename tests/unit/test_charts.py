@@ -206,7 +206,7 @@ def test_default_settings_equal_the_operator_defaults():
     from kaito_operator.settings import Settings, settings_from_env
 
     _, main = container(render("kaito-workspace", {}))
-    env = {e["name"]: e["value"] for e in main["env"]}
+    env = {e["name"]: e["value"] for e in main["env"] if "value" in e}
     assert settings_from_env(env) == Settings()
 
 
