@@ -16,17 +16,23 @@ from kaito_operator.cli.validate_cmd import check_file
 from kaito_operator.settings import Settings, SettingsError, settings_from_env
 from kaito_operator.validation import errors
 from kaito_operator.workspace.machines import build_machine
+from kaito_operator.workspace.tuning import desired_tuning
 from kaito_operator.workspace.workload import desired_inference
 
 
 def render_workspace(ws: Workspace, catalog: Catalog, settings: Settings) -> list[dict[str, Any]]:
     """Machines for every node (as on a cluster with no qualified node yet), Services, and
-    the workload. Node pinning and the owner's uid are filled in on the cluster."""
-    assert ws.inference is not None
-    preset = catalog.preset(ws.inference.preset.name) if ws.inference.preset else None
+    the workload (tuning: the default config ConfigMap and the Job). Node pinning and the
+    owner's uid are filled in on the cluster."""
+    spec = ws.inference.preset if ws.inference else ws.tuning.preset if ws.tuning else None
+    preset = catalog.preset(spec.name) if spec else None
     disk = preset.resources.disk_gib if preset else settings.default_disk_gib
+    machines = [build_machine(ws, i, disk) for i in range(ws.resource.count)]
+    if ws.tuning is not None:
+        config, job = desired_tuning(ws, catalog, settings, [])
+        return machines + ([config] if config else []) + [job]
     services, workload = desired_inference(ws, catalog, settings, [])
-    return [build_machine(ws, i, disk) for i in range(ws.resource.count)] + services + [workload]
+    return machines + services + [workload]
 
 
 def render_command(args: argparse.Namespace, catalog: Catalog) -> int:
@@ -52,9 +58,6 @@ def render_command(args: argparse.Namespace, catalog: Catalog) -> int:
                 continue
             doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
             ws = Workspace.model_validate(doc)
-            if ws.tuning is not None:
-                sys.stderr.write(f"{name}: workspace/{ws.name}: tuning is not rendered yet\n")
-                continue
             documents += render_workspace(ws, catalog, settings)
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
     return 0

@@ -22,6 +22,7 @@ CHILDREN = [
     ("karpenter.sh", "v1alpha5", "machines"),
     ("apps", "v1", "deployments"),
     ("apps", "v1", "statefulsets"),
+    ("batch", "v1", "jobs"),
     ("v1", "pods"),
     ("v1", "services"),
     ("v1", "nodes"),

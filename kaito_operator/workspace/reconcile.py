@@ -3,7 +3,9 @@
 Steps: validate (an invalid Workspace gets a condition and a Warning Event, nothing else);
 choose nodes and create the Machines for the missing ones; once the nodes are ready, ensure
 the Service(s) and the Deployment/StatefulSet; observe the workload and its pods; write the
-conditions computed from what was seen. Nothing here waits: the caller looks again later.
+conditions computed from what was seen. Tuning Workspaces get the config ConfigMap and the Job
+instead of the inference workload (a changed spec deletes the Job; the next pass creates the
+new one). Nothing here waits: the caller looks again later.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kaito_operator.api.workspace import Workspace
 from kaito_operator.catalog import Catalog
 from kaito_operator.kube import (
     DEPLOYMENTS,
+    JOBS,
     MACHINES,
     NODES,
     PODS,
@@ -34,10 +37,12 @@ from kaito_operator.workspace.machines import build_machine, free_indices
 from kaito_operator.workspace.names import (
     ACCELERATOR_LABEL,
     GPU_RESOURCE,
+    SPEC_HASH_ANNOTATION,
     WORKSPACE_LABEL,
     WORKSPACE_NAMESPACE_LABEL,
 )
 from kaito_operator.workspace.nodes import NodeChoice, choose_nodes
+from kaito_operator.workspace.tuning import CONFIG_KEY, CONFIGMAPS, desired_tuning
 from kaito_operator.workspace.workload import desired_inference
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,10 @@ log = logging.getLogger(__name__)
 FAILURE_REASONS = {
     "InvalidWorkspace", "MachineFailed", "CrashLoopBackOff", "OOMKilled", "ImagePullBackOff",
     "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
-    "RunContainerError", "Unschedulable",
+    "RunContainerError", "Unschedulable", "TuningJobFailed", "ConfigMapNotFound",
 }
+#: Labels the Job controller puts on a Job's pods (the uid one tells reruns apart).
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
 
 @dataclass
@@ -76,8 +83,9 @@ async def _nodes(ws: Workspace, deps: Deps) -> list[dict[str, Any]]:
 
 
 def _disk_gib(ws: Workspace, deps: Deps) -> int:
-    if ws.inference and ws.inference.preset:
-        preset = deps.catalog.preset(ws.inference.preset.name)
+    spec = ws.inference.preset if ws.inference else ws.tuning.preset if ws.tuning else None
+    if spec is not None:
+        preset = deps.catalog.preset(spec.name)
         if preset is not None:
             return preset.resources.disk_gib
     return deps.settings.default_disk_gib
@@ -129,6 +137,55 @@ async def ensure_inference(
     return live, pods
 
 
+async def _ensure_config(ws: Workspace, deps: Deps, config: dict[str, Any] | None) -> str | None:
+    """Create/repair our default ConfigMap, or check the user's; returns what is wrong."""
+    if config is None:
+        assert ws.tuning is not None and ws.tuning.config
+        name = ws.tuning.config
+        live = await deps.client.get_or_none(CONFIGMAPS, name, ws.namespace)
+        if live is None:
+            return f"ConfigMap {name} (tuning.config) not found in namespace {ws.namespace}"
+        if CONFIG_KEY not in (live.get("data") or {}):
+            return f"ConfigMap {name} (tuning.config) has no {CONFIG_KEY} key"
+        return None
+    meta = config["metadata"]
+    live = await deps.client.get_or_none(CONFIGMAPS, meta["name"], ws.namespace)
+    if live is None:
+        await deps.client.create_if_missing(CONFIGMAPS, config)
+    elif live.get("data") != config["data"]:
+        await deps.client.patch(CONFIGMAPS, meta["name"], {"data": config["data"]}, ws.namespace)
+    return None
+
+
+async def ensure_tuning(
+    ws: Workspace, deps: Deps, body: dict[str, Any], nodes: list[str], create: bool
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+    """Config and Job (created only when `create`: the nodes are ready); returns the live Job,
+    its pods, and what is wrong with the config."""
+    config, desired = desired_tuning(ws, deps.catalog, deps.settings, nodes)
+    problem = await _ensure_config(ws, deps, config) if create else None
+    live = await deps.client.get_or_none(JOBS, ws.name, ws.namespace)
+    wanted = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    if live is not None:
+        have = (live["metadata"].get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+        if have != wanted and create:
+            await deps.client.delete(JOBS, ws.name, ws.namespace)
+            await deps.client.event(body, "Normal", "TuningJobRecreated",
+                                    f"the tuning spec changed; Job {ws.name} deleted and will "
+                                    f"be created anew", deps.now())
+            return None, [], problem
+    elif create and problem is None:
+        live = await deps.client.create(JOBS, desired)
+        await deps.client.event(body, "Normal", "TuningJobCreated",
+                                f"created tuning Job {ws.name}", deps.now())
+    if live is None:
+        return None, [], problem
+    uid = live["metadata"].get("uid")
+    labels = {JOB_UID_LABEL: uid} if uid else {"batch.kubernetes.io/job-name": ws.name}
+    pods = await deps.client.list(PODS, ws.namespace, labels=labels)
+    return live, pods, problem
+
+
 async def write_status(
     body: dict[str, Any], conds: list[st.Cond], workers: list[str] | None, deps: Deps
 ) -> None:
@@ -145,8 +202,9 @@ async def write_status(
     await deps.client.patch(WORKSPACES, meta["name"], {"status": status}, meta["namespace"],
                             status=True)
     for cond in st.transitions(previous, rendered):
-        if cond["type"] == st.WORKSPACE_READY and cond["status"] == "False" and (
-            cond["reason"] != "InvalidWorkspace"
+        if cond["type"] == st.WORKSPACE_READY and cond["status"] == "False" and any(
+            c["type"] != st.WORKSPACE_READY and c["status"] == "False"
+            and c["reason"] == cond["reason"] for c in rendered
         ):
             continue  # the failing condition's own Event says it already
         kind = "Warning" if cond["reason"] in FAILURE_REASONS else "Normal"
@@ -161,16 +219,15 @@ async def reconcile(body: dict[str, Any], deps: Deps) -> Outcome:
         await write_status(body, st.compute_conditions(None, invalid), None, deps)
         return Outcome(ready=False, settled=True)
     ws = Workspace.model_validate(body)
-    if ws.tuning is not None:
-        message = "tuning Workspaces are not reconciled by this version of the operator"
-        cond = st.Cond(st.WORKSPACE_READY, False, "TuningUnsupported", message)
-        await write_status(body, [cond], None, deps)
-        return Outcome(ready=False, settled=True)
     choice, machines, wanted = await ensure_nodes(ws, deps, body)
     observed = st.Observed(machines=machines, machines_wanted=wanted, nodes=choice)
-    if choice.missing == 0:
+    if ws.tuning is not None:
+        observed.job, observed.pods, observed.config_missing = await ensure_tuning(
+            ws, deps, body, choice.selected, create=choice.missing == 0)
+    elif choice.missing == 0:
         observed.workload, observed.pods = await ensure_inference(ws, deps, choice.selected)
     conds = st.compute_conditions(ws, observed)
     await write_status(body, conds, choice.selected, deps)
-    ready = conds[-1].status
-    return Outcome(ready=ready, settled=ready)
+    ready = conds[-1]
+    return Outcome(ready=ready.status,
+                   settled=ready.status or ready.reason == "TuningJobFailed")

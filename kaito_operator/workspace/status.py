@@ -2,7 +2,8 @@
 
 Nothing is assumed or remembered except each condition's `lastTransitionTime`, which is kept
 while its status does not change. `WorkspaceReady` summarises: inference → resource and
-inference ready.
+inference ready; tuning → the Job succeeded (a failed Job's reason is shown, from its conditions
+and its pod's termination message).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Observed:
     nodes: NodeChoice | None = None
     workload: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    job: dict[str, Any] | None = None
+    """The tuning Job as the API server has it."""
+    config_missing: str | None = None
+    """Why the tuning config ConfigMap the user named cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,80 @@ def _inference_condition(obs: Observed, resource: Cond) -> Cond:
     return Cond(INFERENCE_READY, False, "InferenceNotReady", f"{ready} of {wanted} pod(s) ready")
 
 
+def _job_flag(job: dict[str, Any], *types: str) -> dict[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in types and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def termination_message(pods: list[dict[str, Any]]) -> str | None:
+    """`container <name>: <message>` of the first container that exited non-zero."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (
+            status.get("containerStatuses") or []
+        ):
+            done = (cs.get("state") or {}).get("terminated") or {}
+            if done and int(done.get("exitCode") or 0) != 0:
+                text = (done.get("message") or "").strip() or (
+                    f"{done.get('reason') or 'Error'}, exit code {done.get('exitCode')}")
+                return f"container {cs.get('name')}: {text}"
+    return None
+
+
+def job_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """Why the Job failed (its condition, then the pod's own words), or None."""
+    flag = _job_flag(job, "Failed", "FailureTarget")
+    if flag is None and not int((job.get("status") or {}).get("failed") or 0):
+        return None
+    base = (flag or {}).get("message") or (flag or {}).get("reason") or "the tuning Job failed"
+    detail = termination_message(pods)
+    return f"{base}: {detail}" if detail else base
+
+
+def _job_succeeded(job: dict[str, Any]) -> bool:
+    return _job_flag(job, "Complete", "SuccessCriteriaMet") is not None or int(
+        (job.get("status") or {}).get("succeeded") or 0) > 0
+
+
+def _job_started(job: dict[str, Any]) -> bool:
+    status = job.get("status") or {}
+    return bool(status.get("startTime") or status.get("active") or status.get("succeeded")
+                or status.get("failed"))
+
+
+def _tuning_conditions(ws: Workspace, obs: Observed, resource: Cond) -> list[Cond]:
+    """JobStarted and the WorkspaceReady summary of a tuning Workspace."""
+    job = obs.job
+    problem = next((p for pod in obs.pods if (p := pod_problem(pod))), None)
+    if obs.config_missing:
+        started = Cond(JOB_STARTED, False, "ConfigMapNotFound", obs.config_missing)
+    elif job is None:
+        reason = "WaitingForNodes" if not resource.status else "JobNotCreated"
+        started = Cond(JOB_STARTED, False, reason, "the tuning Job does not exist yet")
+    elif _job_started(job):
+        started = Cond(JOB_STARTED, True, "JobStarted", f"tuning Job {ws.name} started")
+    elif problem:
+        started = Cond(JOB_STARTED, False, problem[0], problem[1])
+    else:
+        started = Cond(JOB_STARTED, False, "JobPending", f"tuning Job {ws.name} is pending")
+    assert ws.tuning is not None
+    where = (f"adapter pushed to {ws.tuning.output.image}" if ws.tuning.output.image
+             else "adapter written to the output volume")
+    if job is not None and _job_succeeded(job):
+        return [started, Cond(WORKSPACE_READY, True, "TuningJobSucceeded",
+                              f"tuning Job succeeded; {where}")]
+    if job is not None and (failure := job_failure(job, obs.pods)):
+        return [started, Cond(WORKSPACE_READY, False, "TuningJobFailed", failure)]
+    if not started.status:
+        failing = started if job is not None or resource.status else resource
+        return [started, Cond(WORKSPACE_READY, False, failing.reason, failing.message)]
+    if problem:
+        return [started, Cond(WORKSPACE_READY, False, problem[0], problem[1])]
+    return [started, Cond(WORKSPACE_READY, False, "TuningJobRunning", "the tuning Job is running")]
+
+
 def compute_conditions(ws: Workspace | None, obs: Observed) -> list[Cond]:
     """All conditions; `ws` may be None only for an invalid Workspace (it did not parse)."""
     if obs.invalid is not None:
@@ -137,6 +216,8 @@ def compute_conditions(ws: Workspace | None, obs: Observed) -> list[Cond]:
     assert ws is not None
     machine = _machine_condition(obs)
     resource = _resource_condition(ws, obs, machine)
+    if ws.tuning is not None:
+        return [machine, resource, *_tuning_conditions(ws, obs, resource)]
     inference = _inference_condition(obs, resource)
     failing = next((c for c in (resource, inference) if not c.status), None)
     summary = (

@@ -28,7 +28,7 @@ from kaito_operator.sim.cluster import SimulatedCluster
 from kaito_operator.sim.kube_api import KubeApiEmulator, RequestRecord
 from tests.component import test_provisioner as prov
 from tests.component import test_workspace_controller as wsc
-from tests.factories import inference_workspace, with_changes
+from tests.factories import inference_workspace, tuning_workspace, with_changes
 
 CHARTS = Path(__file__).resolve().parents[2] / "charts"
 OPERATOR_AGENTS = ("kaito-operator", "kaito-gpu-provisioner", "kopf/")
@@ -132,8 +132,27 @@ def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
             }))
             wsc.apply(http, ns, with_changes(inference_workspace(name="bad"),
                                              {"inference.preset.name": "phi-3-medium-4k-instruct"}))
-            for name in ("phi", "falcon"):
+            # Tuning: the default config is created, the Job runs; a spec change recreates it;
+            # a named config is read; a changed default template is patched back.
+            wsc.apply(http, ns, tuning_workspace(name="tune"))
+            wsc.apply(http, ns, with_changes(tuning_workspace(name="mine"),
+                                             {"tuning.config": "my-config"}))
+            for name in ("phi", "falcon", "tune"):
                 wsc.wait_condition(http, ns, name, "WorkspaceReady", "True", timeout=30)
+            wsc.wait_condition(http, ns, "mine", "JobStarted", "False", "ConfigMapNotFound")
+            merge = {"Content-Type": "application/merge-patch+json"}
+            job_path = f"/apis/batch/v1/namespaces/{ns}/jobs/tune"
+            first = http.get(job_path).json()["metadata"]["uid"]
+            assert http.patch(f"{wsc.WS_PATH.format(ns=ns)}/tune", headers=merge, json={
+                "tuning": {"input": {"urls": ["https://example.com/v2.jsonl"]}}}).status_code == 200
+            wsc.wait_for(lambda: http.get(job_path).status_code == 200
+                         and http.get(job_path).json()["metadata"]["uid"] != first,
+                         what="the tuning Job to be recreated")
+            config_path = f"/api/v1/namespaces/{ns}/configmaps/tune-tuning-config"
+            assert http.patch(config_path, headers=merge,
+                              json={"data": {"training_config.yaml": "edited"}}).status_code == 200
+            wsc.wait_for(lambda: http.get(config_path).json()["data"]["training_config.yaml"]
+                         != "edited", what="the default tuning config to be put back")
             wsc.wait_condition(http, ns, "bad", "WorkspaceReady", "False", "InvalidWorkspace")
             wsc.wait_for(lambda: http.get("/api/v1/nodes/byo-1").json()["metadata"]["labels"]
                          .get("accelerator") == "nvidia", what="the node to be labelled")

@@ -1,0 +1,200 @@
+"""The tuning Job of a Workspace, and its default config ConfigMap (pure builders).
+
+Pod layout: the training config at `/mnt/config/training_config.yaml` (the user's ConfigMap, or
+`<workspace>-tuning-config` made from the method's template in `presets/tuning/`); the data in
+`/mnt/data` (an init container downloads the URLs, or copies `/data` out of the input image, or
+the input volume is mounted there); the adapter written to `/mnt/results` and pushed by the
+trainer itself with the push secret mounted as a docker config (or `/mnt/results` is the output
+volume). One container does train-then-push, so the Job succeeds only once the adapter is
+published. `backoffLimit: 0`: a failed run says why once instead of retrying for hours on GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kaito_operator.api.workspace import Workspace
+from kaito_operator.catalog import Catalog
+from kaito_operator.catalog.models import GpuSku, ModelPreset
+from kaito_operator.kube import Kind
+from kaito_operator.settings import Settings
+from kaito_operator.workspace.names import GPU_RESOURCE, SPEC_HASH_ANNOTATION, WORKSPACE_LABEL
+from kaito_operator.workspace.podspec import WEIGHTS_DIR, gpus_per_node, node_affinity, tolerations
+from kaito_operator.workspace.workload import owner_reference, spec_hash
+
+CONFIGMAPS = Kind("", "v1", "configmaps", "ConfigMap", True)
+CONFIG_KEY = "training_config.yaml"
+CONFIG_DIR = "/mnt/config"
+DATA_DIR = "/mnt/data"
+RESULTS_DIR = "/mnt/results"
+PUSH_SECRET_DIR = "/mnt/push-secret"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def config_map_name(ws: Workspace) -> str:
+    """The ConfigMap the Job mounts: the user's, else the default one we create."""
+    assert ws.tuning is not None
+    return ws.tuning.config or default_config_name(ws)
+
+
+def default_config_name(ws: Workspace) -> str:
+    return f"{ws.name}-tuning-config"
+
+
+def _meta(ws: Workspace, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": ws.namespace, "labels": {WORKSPACE_LABEL: ws.name},
+            "ownerReferences": [owner_reference(ws)]}
+
+
+def default_config_map(ws: Workspace, catalog: Catalog) -> dict[str, Any]:
+    """The chart's template for the method, as a ConfigMap the user can read and copy (the
+    file's text, comments included: they say which library class each section feeds)."""
+    assert ws.tuning is not None
+    path = catalog.root / "tuning" / f"{ws.tuning.method}.yaml"
+    text = path.read_text() if path.is_file() else yaml.safe_dump(
+        catalog.tuning_template(ws.tuning.method), sort_keys=False)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(ws, default_config_name(ws)),
+            "data": {CONFIG_KEY: text}}
+
+
+def trainer_image(ws: Workspace, preset: ModelPreset, settings: Settings) -> str:
+    """The preset image (weights inside, trainer installed) or, in download mode, the base one."""
+    assert ws.tuning is not None
+    options = ws.tuning.preset.preset_options
+    if options and options.image:
+        return options.image
+    if settings.weights == "download":
+        return settings.base_image_ref
+    return settings.preset_image(preset.name)
+
+
+def input_init_containers(ws: Workspace, image: str) -> list[dict[str, Any]]:
+    """Fill /mnt/data: download the URLs, or copy /data out of the input image."""
+    assert ws.tuning is not None
+    source = ws.tuning.input
+    mount = [{"name": "data", "mountPath": DATA_DIR}]
+    if source.urls:
+        return [{"name": "data-download", "image": image,
+                 "command": ["python", "-m", "tuning_job.download"],
+                 "args": [f"--output={DATA_DIR}", *source.urls], "volumeMounts": mount}]
+    if source.image:
+        return [{"name": "data-copy", "image": source.image,
+                 "command": ["sh", "-c", f"cp -R /data/. {DATA_DIR}/"], "volumeMounts": mount}]
+    return []
+
+
+def trainer_args(ws: Workspace, preset: ModelPreset, settings: Settings) -> list[str]:
+    assert ws.tuning is not None
+    args = [f"--config={CONFIG_DIR}/{CONFIG_KEY}", f"--method={ws.tuning.method}",
+            f"--data-dir={DATA_DIR}", f"--output-dir={RESULTS_DIR}"]
+    if settings.weights == "download":
+        args += [f"--model-dir={preset.hugging_face.repo}",
+                 f"--revision={preset.hugging_face.revision}", "--allow-download"]
+    else:
+        args.append(f"--model-dir={WEIGHTS_DIR}")
+    if ws.tuning.output.image:
+        args += [f"--push={ws.tuning.output.image}",
+                 f"--docker-config={PUSH_SECRET_DIR}/.dockerconfigjson"]
+    return args
+
+
+def _volumes(ws: Workspace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, trainer mounts)."""
+    assert ws.tuning is not None
+    spec = ws.tuning
+    data: dict[str, Any] = dict(spec.input.volume_source or {"emptyDir": {}})
+    results: dict[str, Any] = dict(spec.output.volume_source or {"emptyDir": {}})
+    volumes = [
+        {"name": "config", "configMap": {"name": config_map_name(ws)}},
+        {"name": "data", **data},
+        {"name": "results", **results},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "data", "mountPath": DATA_DIR},
+        {"name": "results", "mountPath": RESULTS_DIR},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    if spec.output.image and spec.output.image_push_secret:
+        volumes.append({"name": "push-secret", "secret": {
+            "secretName": spec.output.image_push_secret,
+            "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}})
+        mounts.append({"name": "push-secret", "mountPath": PUSH_SECRET_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings,
+             nodes: list[str]) -> dict[str, Any]:
+    assert ws.tuning is not None
+    image = trainer_image(ws, preset, settings)
+    gpus = str(gpus_per_node(preset, sku))
+    volumes, mounts = _volumes(ws)
+    env = [{"name": "HF_HUB_OFFLINE", "value": "1" if settings.weights == "image" else "0"},
+           {"name": "HF_HOME", "value": f"{RESULTS_DIR}/.hf"}]
+    if settings.weights == "download" and preset.hugging_face.needs_token:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": settings.hf_token_secret, "key": "HF_TOKEN"}}})
+    trainer = {
+        "name": "tuner",
+        "image": image,
+        "command": ["python", "-m", "tuning_job"],
+        "args": trainer_args(ws, preset, settings),
+        "env": env,
+        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [trainer],
+        "volumes": volumes,
+        "affinity": node_affinity(ws, nodes),
+        "tolerations": tolerations(),
+    }
+    if init := input_init_containers(ws, image):
+        spec["initContainers"] = init
+    secrets = list(dict.fromkeys([*settings.image_pull_secrets,
+                                  *(ws.tuning.input.image_pull_secrets or []),
+                                  *((ws.tuning.preset.preset_options.image_pull_secrets or [])
+                                    if ws.tuning.preset.preset_options else [])]))
+    if secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in secrets]
+    return spec
+
+
+def job_hash(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings) -> str:
+    """What the Job must be recreated for: the pod without node pinning (a replaced node
+    must not rerun a finished tuning)."""
+    return spec_hash(pod_spec(ws, preset, sku, settings, []))
+
+
+def build_job(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings,
+              nodes: list[str]) -> dict[str, Any]:
+    """The `batch/v1` Job named after the Workspace."""
+    meta = _meta(ws, ws.name)
+    meta["annotations"] = {SPEC_HASH_ANNOTATION: job_hash(ws, preset, sku, settings)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": {WORKSPACE_LABEL: ws.name}},
+                         "spec": pod_spec(ws, preset, sku, settings, nodes)},
+        },
+    }
+
+
+def desired_tuning(ws: Workspace, catalog: Catalog, settings: Settings,
+                   nodes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the default ConfigMap, or None when the user names one; the Job)."""
+    assert ws.tuning is not None
+    preset = catalog.preset(ws.tuning.preset.name)
+    assert preset is not None  # validation ran first
+    config = None if ws.tuning.config else default_config_map(ws, catalog)
+    sku = catalog.sku(ws.resource.instance_type)
+    return config, build_job(ws, preset, sku, settings, nodes)
