@@ -88,9 +88,142 @@ def _kaito(env: dict[str, str], *args: str, show: bool = True) -> subprocess.Com
     return done
 
 
+def _cells(header: str, row: str) -> dict[str, str]:
+    """A table row by column name (cells may be empty, so split() cannot be used)."""
+    names = header.split()
+    starts = [header.index(n) for n in names] + [len(row) + 1]
+    return {n: row[starts[i]:starts[i + 1]].strip() for i, n in enumerate(names)}
+
+
+#: WorkspaceReady reasons that will not fix themselves: stop watching and say why.
+_FAILED = {"TuningJobFailed", "InvalidWorkspace", "MachineFailed", "ErrImagePull",
+           "ImagePullBackOff", "OOMKilled"}
+
+
+def _failure(env: dict[str, str], name: str) -> str | None:
+    import httpx
+
+    from kaito_operator.sandbox.state import read_state
+
+    state = read_state(Path(env["KAITO_SANDBOX_DIR"])) or {}
+    path = f"/apis/kaito.sh/v1alpha1/namespaces/default/workspaces/{name}"
+    live = httpx.get(state.get("api", "") + path, timeout=10).json()
+    for cond in (live.get("status") or {}).get("conditions") or []:
+        if cond["type"] == "WorkspaceReady" and cond.get("reason") in _FAILED:
+            return f"{cond['reason']}: {cond.get('message')}"
+    return None
+
+
+def _watch(env: dict[str, str], name: str, timeout: float) -> bool:
+    """Print `kaito get workspaces -o wide` rows of `name` as they change, until
+    WORKSPACEREADY is True."""
+    print(f"$ kaito get workspaces -o wide -w   (watching {name})")
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        lines = _kaito(env, "get", "workspaces", "-o", "wide", show=False).stdout.splitlines()
+        rows = [line for line in lines[1:] if line.split()[0] == name]
+        if rows:
+            cells = _cells(lines[0], rows[0])
+            state = [v for k, v in cells.items() if k.endswith(("READY", "STARTED"))]
+            if last is None:
+                print(lines[0])
+            if state != last:
+                print(rows[0], flush=True)
+                last = state
+            if cells["WORKSPACEREADY"] == "True":
+                return True
+            if (failure := _failure(env, name)) is not None:
+                print(f"demo failed: {name}: {failure}", file=sys.stderr)
+                _kaito(env, "describe", "workspace", name)
+                return False
+        time.sleep(1.0)
+    print(f"demo failed: {name} did not become ready", file=sys.stderr)
+    _kaito(env, "describe", "workspace", name)
+    return False
+
+
+def _tuning_files(tmp: Path, registry: str) -> tuple[Path, Path, str]:
+    """A small chat dataset (hostPath input: the simulated node is this machine), the push
+    Secret for the sandbox's registry, and the tuning and serving Workspaces."""
+    import base64
+    import json
+
+    data = tmp / "dataset"
+    data.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"What is {n} plus {n}?"},
+                          {"role": "assistant", "content": f"{n} plus {n} is {2 * n}."}]}
+            for n in range(48)]
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    adapter = f"{registry}/adapters/phi-3-sums:0.1"
+    auth = base64.b64encode(b"demo:demo").decode()
+    config = json.dumps({"auths": {registry: {"auth": auth}}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+              "metadata": {"name": "registry-push"},
+              "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}}
+    tuning = {
+        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": "workspace-tuning-phi-3"},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4",
+                     "labelSelector": {"matchLabels": {"apps": "tuning-phi-3"}}},
+        "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
+                   "input": {"volumeSource": {"hostPath": {"path": str(data)}}},
+                   "output": {"image": adapter, "imagePushSecret": "registry-push"}},
+    }
+    serving = {
+        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": "workspace-phi-3-sums"},
+        "resource": {"instanceType": "Standard_NC6s_v3",
+                     "labelSelector": {"matchLabels": {"apps": "phi-3-sums"}}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"},
+                      "adapters": [{"source": {"name": "phi-3-sums", "image": adapter},
+                                    "strength": "1.0"}]},
+    }
+    tune_file, serve_file = tmp / "tuning.yaml", tmp / "serving.yaml"
+    tune_file.write_text(yaml.safe_dump_all([secret, tuning], sort_keys=False))
+    serve_file.write_text(yaml.safe_dump(serving, sort_keys=False))
+    return tune_file, serve_file, adapter
+
+
+def tuning_flow(env: dict[str, str], tmp: Path, timeout: float) -> int:
+    """Tune with LoRA, push the adapter to the sandbox's registry, serve it."""
+    import json
+
+    state = json.loads((tmp / "state.json").read_text())
+    if not state.get("registry"):
+        print("\n(tuning skipped: no OCI registry; install Debian's docker-registry)")
+        return 0
+    tune_file, serve_file, adapter = _tuning_files(tmp, state["registry"])
+    print("\n=== Fine-tune with LoRA, push the adapter, serve it", flush=True)
+    if _kaito(env, "sandbox", "apply", "-f", str(tune_file)).returncode != 0:
+        return 1
+    if not _watch(env, "workspace-tuning-phi-3", timeout):
+        return 1
+    print(f"\nThe adapter is in the registry as {adapter}; serve it:")
+    if _kaito(env, "sandbox", "apply", "-f", str(serve_file)).returncode != 0:
+        return 1
+    if not _watch(env, "workspace-phi-3-sums", timeout):
+        return 1
+    print()
+    if _kaito(env, "chat", "workspace-phi-3-sums", "What is 7 plus 7?").returncode != 0:
+        return 1
+    import httpx
+
+    from kaito_operator.sandbox.state import read_state
+
+    port = (read_state(tmp) or {}).get("services", {}).get("default/workspace-phi-3-sums")
+    models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+    print(f"$ curl -s http://127.0.0.1:{port}/v1/models\n{json.dumps(models)}")
+    if "phi-3-sums" not in json.dumps(models):
+        print("demo failed: the adapter is not active", file=sys.stderr)
+        return 1
+    for name in ("workspace-phi-3-sums", "workspace-tuning-phi-3"):
+        _kaito(env, "delete", "workspace", name)
+    return 0
+
+
 def sandbox_flow(timeout: float = 180.0) -> int:
-    """The quick start on the local sandbox: real operators, inference server and provisioner
-    on a simulated cluster and cloud."""
+    """The quick start on the local sandbox, then tuning and serving the adapter: the real
+    operators, inference server, trainer and registry on a simulated cluster and cloud."""
     example = "examples/inference/kaito_workspace_phi_3_mini.yaml"
     name = "workspace-phi-3-mini"
     with tempfile.TemporaryDirectory(prefix="kaito-demo-") as tmp:
@@ -128,6 +261,8 @@ def sandbox_flow(timeout: float = 180.0) -> int:
             _kaito(env, "describe", "workspace", name)
             print()
             _kaito(env, "delete", "workspace", name)
+            if tuning_flow(env, Path(tmp), timeout) != 0:
+                return 1
         finally:
             print()
             _kaito(env, "sandbox", "down")

@@ -106,6 +106,10 @@ class Kubelet:
         ns = run.pod["metadata"]["namespace"]
         out = {}
         for volume in run.pod["spec"].get("volumes") or []:
+            if "hostPath" in volume:
+                # The simulated node is this machine: its paths are the node's paths.
+                out[volume["name"]] = Path(volume["hostPath"]["path"])
+                continue
             path = run.directory / "volumes" / volume["name"]
             path.mkdir(parents=True, exist_ok=True)
             out[volume["name"]] = path
@@ -117,8 +121,11 @@ class Kubelet:
             elif "secret" in volume:
                 data = self.http.get(f"/api/v1/namespaces/{ns}/secrets/"
                                      f"{volume['secret']['secretName']}").json().get("data") or {}
+                items = {i["key"]: i["path"] for i in volume["secret"].get("items") or []}
                 for key, value in data.items():
-                    (path / key).write_bytes(base64.b64decode(value))
+                    if items and key not in items:
+                        continue
+                    (path / items.get(key, key)).write_bytes(base64.b64decode(value))
         return out
 
     def _env(self, run: PodRun, container: dict[str, Any]) -> dict[str, str]:
