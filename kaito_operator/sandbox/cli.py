@@ -61,8 +61,12 @@ def up(args: argparse.Namespace, catalog: Catalog) -> int:
                           str(root)], stdout=out, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + args.timeout
+    said = None
     while time.monotonic() < deadline:
         state = read_state()
+        if state and state.get("phase") not in (said, "running", "stopped"):
+            said = state.get("phase")
+            print(f"sandbox: {said}...", flush=True)
         if state and state.get("phase") == "running":
             print(BANNER)
             print(f"Kubernetes API: {state['api']} (kubeconfig: {state['kubeconfig']})")
@@ -226,7 +230,8 @@ def add_commands(sub: Any) -> None:
                             ("down", down, "stop everything it started"),
                             ("status", status, "show what runs where")):
         verb = verbs.add_parser(name, help=help_)
-        verb.add_argument("--timeout", type=float, default=120.0)
+        verb.add_argument("--timeout", type=float, default=900.0,
+                          help="seconds to wait (a first start may download a small model)")
         verb.set_defaults(run=fn)
     applying = verbs.add_parser("apply", help="apply a Workspace (or Secret) file")
     applying.add_argument("-f", "--filename", dest="file", required=True)

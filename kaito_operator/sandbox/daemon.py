@@ -88,6 +88,8 @@ def run(root: Path) -> int:
 
             registry = LocalRegistry().start()
             stack.append(registry)
+        state["phase"] = "preparing the model"
+        write_state(state, root)
         model, model_note = choose_model(root)
         operators = [
             _operator(root, "kaito-operator",
