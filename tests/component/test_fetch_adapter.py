@@ -53,12 +53,6 @@ def private() -> Iterator[LocalRegistry]:
     reg.stop()
 
 
-@pytest.fixture
-def tlog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every CLI run in these tests writes its termination message here, not in /dev."""
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("KAITO_TERMINATION_LOG", str(path))
-    return path
 
 
 def run(ref: str, out: Path, *extra: str) -> int:

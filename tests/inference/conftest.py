@@ -7,8 +7,7 @@ registry and scheduler) around one of them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,6 @@ import pytest
 
 from inference_server.app import create_app
 from inference_server.settings import ServerSettings
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _offline_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_VERBOSITY")}
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
-    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, _offline_hub: None) -> Path:
-    from inference_server.tiny_model import create_tiny_model
-
-    return create_tiny_model(tmp_path_factory.mktemp("models") / "tiny-phi3", seed=0)
 
 
 @pytest.fixture(scope="session")

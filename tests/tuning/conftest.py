@@ -8,7 +8,6 @@ interpreter for the module entry point.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,25 +20,9 @@ from kaito_operator.sim.registry import LocalRegistry, RegistryUnavailable
 PUSH_USER, PUSH_PASSWORD = "tuner", "s3cret-push"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _offline_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    keys = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_VERBOSITY", "TOKENIZERS_PARALLELISM")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path_factory.mktemp("hf_home")),
-                      TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, _offline_hub: None) -> Path:
-    from inference_server.tiny_model import create_tiny_model
-
-    return create_tiny_model(tmp_path_factory.mktemp("models") / "tiny-phi3", seed=0)
+def tiny_model(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir
 
 
 def chat_rows(n: int) -> list[dict[str, Any]]:
@@ -99,9 +82,3 @@ def registry() -> Iterator[LocalRegistry]:
     reg.stop()
 
 
-@pytest.fixture
-def tlog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Termination messages go here instead of /dev/termination-log."""
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("KAITO_TERMINATION_LOG", str(path))
-    return path
