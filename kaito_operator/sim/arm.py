@@ -13,191 +13,33 @@ Callbacks run on a server thread, outside the simulator's lock.
 
 Deviations kept on purpose: no paging of LIST, no etags, no ``Retry-After`` on operation polls,
 no managed-cluster resource (any cluster name exists), validation of a few fields only.
+
+This module holds the ARM semantics (pools, operations, validation); the fault types live in
+`kaito_operator.sim.arm_faults` and the https listener and request front door in
+`kaito_operator.sim.arm_http`, both split out to keep modules small.  The fault types are
+re-exported here, so ``from kaito_operator.sim.arm import ArmSimulator, Fault`` keeps working.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
-import ssl
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from kaito_operator.sim.certs import write_server_cert
+from kaito_operator.sim.arm_faults import CallRecord, Fault, FaultTable, PoolEvent, _error, _Reply
+from kaito_operator.sim.arm_http import HttpsEndpoint, Route, reject, route
 
 __all__ = ["ArmSimulator", "CallRecord", "Fault", "PoolEvent"]
 
-_PROVIDER = r"/providers/Microsoft\.ContainerService"
-_POOLS = re.compile(
-    rf"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+){_PROVIDER}"
-    r"/managedClusters/(?P<cluster>[^/]+)/agentPools(?:/(?P<name>[^/]+))?/?$",
-    re.IGNORECASE,
-)
-_OPS = re.compile(
-    rf"^/subscriptions/(?P<sub>[^/]+){_PROVIDER}/locations/(?P<loc>[^/]+)"
-    r"/(?P<kind>operations|operationresults)/(?P<id>[^/]+)$",
-    re.IGNORECASE,
-)
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _READ_ONLY = ("provisioningState", "powerState", "currentOrchestratorVersion", "nodeImageVersion")
 _BUSY = ("Creating", "Updating", "Deleting")
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One request as the simulator answered it (``operation``: get/put/delete/list/poll)."""
-
-    method: str
-    path: str
-    status: int
-    operation: str
-    pool: str
-    at: float = 0.0  # time.monotonic() when it was answered (Retry-After checks)
-
-
-@dataclass(frozen=True)
-class PoolEvent:
-    """A pool that reached Succeeded or was deleted: what a simulated AKS needs for its Node."""
-
-    subscription: str
-    resource_group: str
-    cluster: str
-    name: str
-    vm_size: str
-    node_labels: dict[str, str]
-    node_taints: tuple[str, ...]
-    os_disk_size_gb: int | None
-
-
-@dataclass
-class Fault:
-    """An injected failure; build one with the class methods.  ``times=None``: every call."""
-
-    status: int = 0  # 0 with hang_s: answer normally, late
-    code: str = ""
-    message: str = ""
-    retry_after: float | None = None
-    hang_s: float = 0.0  # sleep before answering (longer than the client's timeout)
-    fail_operation: bool = False  # accept the PUT, then fail its operation with code/message
-    times: int | None = 1
-
-    @classmethod
-    def throttle(cls, retry_after: float = 7, times: int | None = 1) -> Fault:
-        return cls(
-            429, "TooManyRequests", "The request is being throttled.", retry_after, times=times
-        )
-
-    @classmethod
-    def server_error(cls, times: int | None = 1) -> Fault:
-        return cls(500, "InternalServerError", "An internal server error occurred.", times=times)
-
-    @classmethod
-    def hang(cls, seconds: float = 2.0, times: int | None = 1) -> Fault:
-        return cls(hang_s=seconds, times=times)
-
-    @classmethod
-    def quota(cls, times: int | None = 1) -> Fault:
-        return cls(
-            400,
-            "QuotaExceeded",
-            "Operation could not be completed as it results in "
-            "exceeding approved standardNCADSA100v4Family Cores quota. Additional details "
-            "- Location: eastus, Current Limit: 0, Current Usage: 0, Additional Required: "
-            "24.",
-            times=times,
-        )
-
-    @classmethod
-    def sku_not_available(cls, times: int | None = 1) -> Fault:
-        return cls(
-            400,
-            "SkuNotAvailable",
-            "The requested VM size Standard_NC24ads_A100_v4 is "
-            "currently not available in location 'eastus'.",
-            times=times,
-        )
-
-    @classmethod
-    def invalid_parameter(
-        cls, message: str = "properties.vmSize is invalid.", times: int | None = 1
-    ) -> Fault:
-        return cls(400, "InvalidParameter", message, times=times)
-
-    @classmethod
-    def conflict(cls, times: int | None = 1) -> Fault:
-        return cls(
-            409,
-            "OperationNotAllowed",
-            "Operation is not allowed because there's an in progress create node pool operation.",
-            times=times,
-        )
-
-    @classmethod
-    def unauthorized(cls, times: int | None = 1) -> Fault:
-        return cls(401, "InvalidAuthenticationToken", "The access token is invalid.", times=times)
-
-    @classmethod
-    def forbidden(cls, times: int | None = 1) -> Fault:
-        return cls(
-            403,
-            "AuthorizationFailed",
-            "The client does not have authorization to "
-            "perform action 'Microsoft.ContainerService/managedClusters/agentPools/write'.",
-            times=times,
-        )
-
-    @classmethod
-    def failed_operation(
-        cls,
-        code: str = "ZonalAllocationFailed",
-        message: str = "Allocation failed. We do not have sufficient capacity "
-        "for the requested VM size in this zone.",
-        times: int | None = 1,
-    ) -> Fault:
-        """Only for ``put``: accepted (201), then the operation and the pool end Failed."""
-        return cls(0, code, message, fail_operation=True, times=times)
-
-    def reply(self) -> _Reply:
-        headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
-        return _error(self.status, self.code, self.message, **headers)
-
-
-class FaultTable:
-    """Faults queued per (operation, pool name or "*"); the exact name wins over "*"."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], list[Fault]] = {}
-
-    def add(self, operation: str, pool: str, fault: Fault) -> None:
-        with self._lock:
-            self._queues.setdefault((operation, pool), []).append(fault)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._queues.clear()
-
-    def take(self, operation: str, pool: str) -> Fault | None:
-        with self._lock:
-            for key in ((operation, pool), (operation, "*")):
-                queue = self._queues.get(key)
-                if queue:
-                    fault = queue[0]
-                    if fault.times is not None:
-                        fault.times -= 1
-                        if fault.times <= 0:
-                            queue.pop(0)
-                    return fault
-        return None
 
 
 @dataclass
@@ -243,17 +85,6 @@ class _Op:
     fail_with: dict[str, str] | None = None
 
 
-@dataclass
-class _Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> _Reply:
-    return _Reply(status, {"error": {"code": code, "message": message}}, dict(headers))
-
-
 class ArmSimulator:
     """The endpoint in a background thread: ``with ArmSimulator() as arm: arm.base_url``."""
 
@@ -286,54 +117,25 @@ class ArmSimulator:
         self._ops: dict[str, _Op] = {}
         self._calls: list[CallRecord] = []
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._sockets: set[socket.socket] = set()
+        self._http: HttpsEndpoint | None = None
         self.base_url = ""
         self.ca_path = Path()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> ArmSimulator:
-        if self._cert_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="arm-sim-")
-        cert = write_server_cert(self._cert_dir or Path(self._tmp.name))  # type: ignore[union-attr]
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert.cert_path, cert.key_path)
-        self._server = _Server((self._host, 0), self, ctx)
-        self.ca_path = cert.ca_path
-        self.base_url = f"https://{self._host}:{self._server.server_address[1]}"
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name="arm-simulator",
+        self._http = HttpsEndpoint(
+            self, self._host, self._cert_dir, self._startup_timeout, self._shutdown_timeout
         )
-        self._thread.start()
-        with socket.create_connection(
-            (self._host, self._server.server_address[1]), timeout=self._startup_timeout
-        ):
-            pass
+        self.ca_path, self.base_url = self._http.bind()
+        self._stopping.clear()
+        self._http.serve()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            with self._lock:
-                for sock in list(self._sockets):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(self._shutdown_timeout)
-        self._server = self._thread = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> ArmSimulator:
         return self.start()
@@ -385,10 +187,6 @@ class ArmSimulator:
         self._fire(events)
 
     # -- request handling (server threads) -------------------------------------------------
-    def _track(self, sock: socket.socket, add: bool = True) -> None:
-        with self._lock:
-            (self._sockets.add if add else self._sockets.discard)(sock)
-
     def tick(self) -> None:
         """Complete operations whose time is up (called by the server loop every 50 ms)."""
         if self.lro_seconds is None:
@@ -399,24 +197,18 @@ class ArmSimulator:
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
         """Answer one request; ``headers`` have lowercase names."""
-        url = urlsplit(target)
-        path, query = url.path, parse_qs(url.query)
-        pools, ops = _POOLS.match(path), _OPS.match(path)
-        operation = {"GET": "get", "PUT": "put", "DELETE": "delete"}.get(method, method.lower())
-        if pools and not pools["name"]:
-            operation = "list"
-        if ops:
-            operation = "poll"
-        name = pools["name"] if pools and pools["name"] else ""
-        fault = self.faults.take(operation, name)
+        where = route(method, target)
+        fault = self.faults.take(where.operation, where.name)
         if fault is not None and fault.hang_s:
             self._stopping.wait(min(fault.hang_s, self.max_hang_s))
             fault = None if fault.status == 0 else fault
         events: list[tuple[str, PoolEvent] | None] = []
-        reply = self._answer(method, pools, ops, query, headers, raw, fault, events)
+        reply = self._answer(method, where, headers, raw, fault, events)
         with self._lock:
             self._calls.append(
-                CallRecord(method, path, reply.status, operation, name, time.monotonic())
+                CallRecord(
+                    method, where.path, reply.status, where.operation, where.name, time.monotonic()
+                )
             )
         self._fire(events)
         return reply
@@ -424,27 +216,16 @@ class ArmSimulator:
     def _answer(
         self,
         method: str,
-        pools: re.Match[str] | None,
-        ops: re.Match[str] | None,
-        query: dict[str, list[str]],
+        where: Route,
         headers: Mapping[str, str],
         raw: bytes,
         fault: Fault | None,
         events: list[tuple[str, PoolEvent] | None],
     ) -> _Reply:
-        auth = headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or (self.token and auth[7:] != self.token):
-            return _error(
-                401,
-                "InvalidAuthenticationToken",
-                "The access token is missing or invalid.",
-                **{
-                    "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline'
-                    '.com/common", error="invalid_token"'
-                },
-            )
-        if "api-version" not in query:
-            return _error(400, "MissingApiVersionParameter", "The api-version is required.")
+        refused = reject(headers, where.query, self.token)
+        if refused is not None:
+            return refused
+        pools, ops = where.pools, where.ops
         if fault is not None and not fault.fail_operation:
             return fault.reply()
         if ops:
@@ -660,56 +441,3 @@ def _validate(name: str, props: Mapping[str, Any]) -> str | None:
         if not re.match(r"^[^=:\s]+(=[^:\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$", taint):
             return f"properties.nodeTaints entry {taint!r} is invalid."
     return None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], sim: ArmSimulator, ctx: ssl.SSLContext) -> None:
-        super().__init__(address, _Handler)
-        self.sim, self.ctx = sim, ctx
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = self.socket.accept()
-        # The TLS handshake happens on the handler's thread, never on the accept loop.
-        tls = self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        self.sim._track(tls)
-        return tls, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        self.sim._track(request, add=False)
-        super().shutdown_request(request)
-
-    def service_actions(self) -> None:
-        self.sim.tick()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that time out and hang up are part of the scenarios: stay quiet."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: avoid 40 ms delayed ACKs
-    timeout = 60  # longer than aiohttp's 15 s keep-alive, so the client closes idle sockets
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = self.server.sim.handle(self.command, self.path, headers, raw)
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _serve

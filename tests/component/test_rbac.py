@@ -138,8 +138,9 @@ def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
             wsc.apply(http, ns, with_changes(tuning_workspace(name="mine"),
                                              {"tuning.config": "my-config"}))
             for name in ("phi", "falcon", "tune"):
-                wsc.wait_condition(http, ns, name, "WorkspaceReady", "True", timeout=30)
-            wsc.wait_condition(http, ns, "mine", "JobStarted", "False", "ConfigMapNotFound")
+                wsc.wait_condition(http, ns, name, "WorkspaceReady", "True", timeout=60)
+            wsc.wait_condition(http, ns, "mine", "JobStarted", "False", "ConfigMapNotFound",
+                               timeout=60)
             merge = {"Content-Type": "application/merge-patch+json"}
             job_path = f"/apis/batch/v1/namespaces/{ns}/jobs/tune"
             first = http.get(job_path).json()["metadata"]["uid"]
@@ -147,12 +148,13 @@ def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
                 "tuning": {"input": {"urls": ["https://example.com/v2.jsonl"]}}}).status_code == 200
             wsc.wait_for(lambda: http.get(job_path).status_code == 200
                          and http.get(job_path).json()["metadata"]["uid"] != first,
-                         what="the tuning Job to be recreated")
+                         timeout=60, what="the tuning Job to be recreated")
             config_path = f"/api/v1/namespaces/{ns}/configmaps/tune-tuning-config"
             assert http.patch(config_path, headers=merge,
                               json={"data": {"training_config.yaml": "edited"}}).status_code == 200
             wsc.wait_for(lambda: http.get(config_path).json()["data"]["training_config.yaml"]
-                         != "edited", what="the default tuning config to be put back")
+                         != "edited", timeout=60,
+                         what="the default tuning config to be put back")
             wsc.wait_condition(http, ns, "bad", "WorkspaceReady", "False", "InvalidWorkspace")
             wsc.wait_for(lambda: http.get("/api/v1/nodes/byo-1").json()["metadata"]["labels"]
                          .get("accelerator") == "nvidia", what="the node to be labelled")
