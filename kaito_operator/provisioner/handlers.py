@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from kaito_operator.kube import Connection
+from kaito_operator.kopf_support import connect_with
 from kaito_operator.provisioner.pools import AGENTPOOL_NODE_LABEL
 from kaito_operator.provisioner.runtime import ProvisionerRuntime
 
@@ -50,10 +50,7 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
         configure(settings, runtime.settings.max_workers)
-        info = login(settings=settings, logger=logger)
-        if info is None:
-            raise kopf.PermanentError("no Kubernetes credentials: not in a pod, no kubeconfig")
-        await runtime.start(Connection.from_kopf(info))
+        await runtime.start(connect_with(login, settings, logger))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

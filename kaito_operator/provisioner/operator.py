@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import kopf
 
 from kaito_operator.catalog import CatalogError, load_catalog
-from kaito_operator.kopf_thread import KopfThread
+from kaito_operator.kopf_support import KopfThread, setup_logging
 from kaito_operator.provisioner.handlers import build_registry
 from kaito_operator.provisioner.runtime import ProvisionerRuntime
 from kaito_operator.provisioner.settings import ENV_VARS, SettingsError, settings_from_env
@@ -63,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, CatalogError) as exc:
         print(f"kaito-gpu-provisioner: {exc}")
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     # The Azure SDK logs every request and response at INFO; our metrics count them.
     logging.getLogger("azure").setLevel(logging.WARNING)
     from kaito_operator.provisioner.azure import SimulatedCloudCredential, default_credential

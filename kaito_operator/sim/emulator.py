@@ -289,7 +289,9 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
     def _serve_resource(self, request: rendering.Request) -> rendering.Payload:
         target = parse_target(request.url.path)
         if target is None:
-            raise NotImplementedError  # not a resource URL: let discovery/others answer
+            # kmock's protocol: NotImplementedError from a reaction means "matched but nothing
+            # to answer", so its other reactions (discovery, version) get the request.
+            raise NotImplementedError
         try:
             return self._dispatch(request, target)
         except ApiError as e:

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from kaito_operator.kube import Connection
+from kaito_operator.kopf_support import connect_with
 from kaito_operator.validation import errors, summary, validate_workspace
 from kaito_operator.workspace.names import FINALIZER, WORKSPACE_LABEL
 from kaito_operator.workspace.runtime import WorkspaceRuntime
@@ -66,10 +66,7 @@ def build_registry(
         if webhook is not None:
             settings.admission.server = webhook
             settings.admission.managed = webhook_config
-        info = login(settings=settings, logger=logger)
-        if info is None:
-            raise kopf.PermanentError("no Kubernetes credentials: not in a pod, no kubeconfig")
-        await runtime.start(Connection.from_kopf(info))
+        await runtime.start(connect_with(login, settings, logger))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from kaito_operator.catalog import CatalogError, load_catalog
-from kaito_operator.kopf_thread import KopfThread
+from kaito_operator.kopf_support import KopfThread, setup_logging
 from kaito_operator.settings import SettingsError, settings_from_env
 from kaito_operator.workspace.handlers import build_registry
 from kaito_operator.workspace.runtime import WorkspaceRuntime
@@ -88,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, CatalogError) as exc:
         print(f"kaito-operator: {exc}")
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     runtime = WorkspaceRuntime(catalog, settings)
     if args.metrics_port:
         from prometheus_client import start_http_server

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from kaito_operator.provisioner.settings import ProvisionerSettings
 from kaito_operator.sim.aks import SimulatedAks
 from kaito_operator.sim.arm import ArmSimulator, Fault
 from kaito_operator.sim.kube_api import KubeApiEmulator
+from tests.support.waiting import wait_for
 
 SUB, RG, CLUSTER = "00000000-0000-0000-0000-000000000001", "rg-kaito", "aks-kaito"
 SKU = "Standard_NC24ads_A100_v4"
@@ -64,15 +65,6 @@ def gpus_of(sku: str) -> int:
     return found.gpu_count if found else 0
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ cluster that provisions Machines into Nodes and runs pods."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,21 +17,13 @@ from kaito_operator.workspace.names import machine_name
 from kaito_operator.workspace.operator import OperatorThread
 from kaito_operator.workspace.runtime import WorkspaceRuntime
 from tests.factories import DELETE, inference_workspace, with_changes
+from tests.support.waiting import wait_for
 
 CATALOG = load_catalog()
 WS_PATH = "/apis/kaito.sh/v1alpha1/namespaces/{ns}/workspaces"
 MACHINES = "/apis/karpenter.sh/v1alpha5/machines"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def gpus_of(sku: str) -> int:

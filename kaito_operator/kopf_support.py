@@ -1,17 +1,34 @@
-"""A kopf operator in a thread of its own, logged in to a given API server without
-credentials: how tests, the benchmark and the demo run the operators next to an emulator
-(the console scripts run them in the main thread instead)."""
+"""What both kopf operators (workspace controller, gpu-provisioner) share: their start-up
+connection and logging, and `KopfThread`, which runs either in a thread of its own logged in
+to a given API server without credentials, as the tests, the benchmark and the demo do next
+to an emulator (the console scripts run them in the main thread instead)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import kopf
 
-Login = Callable[..., kopf.ConnectionInfo]
+from kaito_operator.kube import Connection
+
+Login = Callable[..., kopf.ConnectionInfo | None]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def connect_with(login: Login, settings: kopf.OperatorSettings, logger: Any) -> Connection:
+    """Our client's connection from the same login handler kopf uses (called at start-up)."""
+    info = login(settings=settings, logger=logger)
+    if info is None:
+        raise kopf.PermanentError("no Kubernetes credentials: not in a pod, no kubeconfig")
+    return Connection.from_kopf(info)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 class KopfThread:
