@@ -20,6 +20,7 @@ from .batching import Scheduler
 from .engine import Engine
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware, ServerMetrics
+from .request_guard import RequestGuardMiddleware
 from .routers import chat, health, metrics, openai
 from .settings import ServerSettings
 from .state import Runtime
@@ -94,15 +95,20 @@ def create_app(
                 await runtime.scheduler.stop()
             runtime.engine = runtime.scheduler = None
             runtime.metrics.model_loaded.set(0)
+            runtime.text.close()
 
     app = FastAPI(
         title="KAITO inference server",
         summary="KAITO /chat and the OpenAI API on transformers + peft",
         lifespan=lifespan,
+        strict_content_type=False,  # a body without Content-Type is read as JSON
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     for module in (health, metrics, chat, openai):
         app.include_router(module.router)
+    # the last one added runs first: metrics count what the guard rejects too
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     return app

@@ -10,6 +10,7 @@ weights and the adapters. It runs in the FastAPI lifespan (in a worker thread), 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class EngineInfo:
     adapters: list[ActiveAdapter] = field(default_factory=list)
     adapter_combination: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    vocab_size: int | None = None
+    """Token ids the model accepts are ``0 .. vocab_size - 1`` (None: not known)."""
 
 
 class Engine(Protocol):
@@ -108,6 +111,9 @@ class TransformersEngine:
     def __init__(self, model: Any, tokenizer: Any, info: EngineInfo) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        vocab = getattr(model.config, "vocab_size", None)
+        if info.vocab_size is None and isinstance(vocab, int) and vocab > 0:
+            info = dataclasses.replace(info, vocab_size=vocab)
         self.info = info
         eos: set[int] = set()
         for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
@@ -176,7 +182,18 @@ class TransformersEngine:
     # ------------------------------------------------------------------ text
 
     def encode_prompt(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
+        return self._tokenize(text, add_special_tokens=True, param="prompt")
+
+    def _tokenize(self, text: str, *, add_special_tokens: bool, param: str) -> list[int]:
+        """Token ids of ``text``; text the tokenizer cannot take (lone surrogates) is a 400."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(
+                f"{param} is not valid Unicode text: {exc.reason} at position {exc.start}",
+                param=param,
+            ) from None
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         if not self.tokenizer.chat_template:
@@ -191,7 +208,7 @@ class TransformersEngine:
         except Exception as exc:  # jinja2 errors and raise_exception() in templates
             raise InvalidRequestError(f"chat template rejected the messages: {exc}",
                                       param="messages") from exc
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._tokenize(text, add_special_tokens=False, param="messages")
 
     def decode(
         self, ids: list[int], *, skip_special_tokens: bool = True, clean_up: bool = False

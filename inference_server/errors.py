@@ -37,6 +37,8 @@ __all__ = [
     "QueueFullError",
     "ServerError",
     "StartupError",
+    "error_response",
+    "http_error_message",
     "install_error_handlers",
 ]
 
@@ -133,6 +135,21 @@ def format_validation_errors(errors: list[Any]) -> tuple[str, str | None]:
     return "; ".join(parts) or "Invalid request", first_param
 
 
+def http_error_message(exc: StarletteHTTPException) -> str:
+    """The exception's detail, plus the reason when FastAPI could not parse the body.
+
+    FastAPI answers bodies that ``json.loads`` refuses for reasons other than syntax (invalid
+    UTF-8, nesting deeper than the decoder's recursion limit, integers with too many digits) with
+    a generic "error parsing the body"; the cause it chains says which, in one line.
+    """
+    message = str(exc.detail)
+    cause = exc.__cause__
+    if exc.status_code == 400 and cause is not None:
+        reason = " ".join(str(cause).split())[:200]
+        message = f"{message}: {type(cause).__name__}: {reason}" if reason else message
+    return message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the exception-to-response map on ``app``."""
 
@@ -158,7 +175,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(request, exc.status_code, str(exc.detail), error_type=error_type)
+        return error_response(request, exc.status_code, http_error_message(exc),
+                              error_type=error_type, code=getattr(exc, "code", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,10 @@
-"""Turn parsed API requests into token ids and ``SamplingParams``; enforce the limits.
+"""Turn parsed API requests and their token ids into ``SamplingParams``; enforce the limits.
 
 Why a separate module: both APIs share the limit rules (cap on generated tokens, context window)
-and the routers stay thin. All checks raise typed errors from ``errors.py``.
+and the routers stay thin. All checks raise typed errors from ``errors.py``. ``/chat``'s
+``generate_kwargs`` is an allowlist (``protocol.GenerateKwargs``): ``parse_generate_kwargs``
+refuses unknown keys, wrong types and out-of-range values with a 400 before anything is
+tokenized, and token ids are checked against the model's vocabulary.
 
 Limits: an explicit ``max_tokens`` (OpenAI) or ``max_new_tokens`` (``/chat``) above the configured
 cap is a 400; so is a prompt that leaves no room in the context window, or an explicit limit that
@@ -11,26 +14,34 @@ as fits", ``/chat``'s default ``max_length`` of 200) are clamped to the cap and 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
+from pydantic import ValidationError
+
 from .engine import Engine
-from .errors import ContextLengthError, InvalidRequestError
+from .errors import ContextLengthError, InvalidRequestError, format_validation_errors
 from .protocol import ChatMessage, GenerateKwargs, KaitoChatRequest, _SamplingRequest
 from .sampling import SamplingParams
 
-__all__ = ["chat_request_to_job", "check_limits", "messages_to_dicts", "openai_params"]
+__all__ = [
+    "chat_request_to_job",
+    "check_limits",
+    "messages_to_dicts",
+    "openai_params",
+    "parse_generate_kwargs",
+]
 
-#: ``generate_kwargs`` the batch loop implements itself; anything else goes to ``model.generate``.
-_BATCHED_KEYS = frozenset(GenerateKwargs.model_fields) | {"pad_token_id", "eos_token_id"}
-
-
-@lru_cache(maxsize=1)
-def _generation_config_keys() -> frozenset[str]:
-    from transformers import GenerationConfig
-
-    keys = set(GenerationConfig().to_dict())
-    return frozenset(k for k in keys if not k.startswith("_") and k != "transformers_version")
+#: ``generate_kwargs`` the batch loop implements itself (or that do not change the output:
+#: the server pads on its own, and one sequence is all it returns); any other key set to a
+#: non-default value sends the request through ``model.generate``.
+_BATCHED_KEYS = frozenset({
+    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "do_sample", "temperature",
+    "top_k", "top_p", "repetition_penalty", "seed", "stop_strings", "pad_token_id",
+    "num_return_sequences", "use_cache", "early_stopping",
+})
+#: ``generate_kwargs`` that hold token ids (single ids, lists, or lists of lists).
+_TOKEN_ID_KEYS = ("bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                  "forced_bos_token_id", "forced_eos_token_id", "pad_token_id", "eos_token_id")
 
 
 def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
@@ -91,27 +102,57 @@ def openai_params(
     )
 
 
-def chat_request_to_job(
-    req: KaitoChatRequest, engine: Engine, cap: int
-) -> tuple[list[int], SamplingParams, dict[str, Any] | None]:
-    """``/chat`` → (prompt ids, params, options for ``model.generate`` or None if batchable)."""
-    gk = req.generate_kwargs
-    extra = dict(gk.model_extra or {})
-    unknown = sorted(set(extra) - _generation_config_keys())
+def parse_generate_kwargs(raw: dict[str, Any]) -> GenerateKwargs:
+    """``/chat``'s ``generate_kwargs`` → the typed allowlist; 400 naming what is wrong."""
+    allowed = sorted(GenerateKwargs.model_fields)
+    unknown = sorted(set(raw) - set(allowed))
     if unknown:
+        shown = ", ".join(repr(key[:60]) for key in unknown[:3])
+        more = f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""
         raise InvalidRequestError(
-            f"unknown generate_kwargs key(s): {', '.join(unknown)}", param="generate_kwargs"
+            f"unknown generate_kwargs key(s) {shown}{more}; allowed keys: {', '.join(allowed)}",
+            param=f"generate_kwargs.{unknown[0][:60]}",
         )
-    if req.messages is not None:
-        prompt_ids = engine.encode_chat(messages_to_dicts(req.messages))
-    else:
-        prompt_ids = engine.encode_prompt(req.prompt or "")
+    try:
+        return GenerateKwargs.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("generate_kwargs", *e.get("loc", ()))} for e in exc.errors()]
+        message, param = format_validation_errors(errors)
+        raise InvalidRequestError(message, param=param) from None
+
+
+def _check_token_ids(gk: GenerateKwargs, vocab_size: int | None) -> None:
+    """Token ids in ``generate_kwargs`` must exist in the model's vocabulary."""
+    if not vocab_size:
+        return
+    for name in _TOKEN_ID_KEYS:
+        value = getattr(gk, name)
+        if value is None:
+            continue
+        flat: list[int] = []
+        for item in value if isinstance(value, list) else [value]:
+            flat.extend(item if isinstance(item, list) else [item])
+        bad = [t for t in flat if t >= vocab_size]
+        if bad:
+            raise InvalidRequestError(
+                f"generate_kwargs.{name}: token id {bad[0]} is outside the vocabulary "
+                f"(0..{vocab_size - 1})",
+                param=f"generate_kwargs.{name}",
+            )
+
+
+def chat_request_to_job(
+    req: KaitoChatRequest, gk: GenerateKwargs, prompt_ids: list[int], engine: Engine, cap: int
+) -> tuple[SamplingParams, dict[str, Any] | None]:
+    """``/chat`` → (params, options for ``model.generate`` or None if batchable)."""
+    _check_token_ids(gk, engine.info.vocab_size)
     n = len(prompt_ids)
     context = engine.info.context_length
     if gk.max_new_tokens is not None:
         limit = check_limits(n, gk.max_new_tokens, cap=cap, context=context,
                              param="max_new_tokens")
     else:
+        check_limits(n, None, cap=cap, context=context, param="max_length")  # prompt fits?
         wanted = None if gk.max_length is None else gk.max_length - n
         if wanted is not None and wanted <= 0:
             raise ContextLengthError(
@@ -130,16 +171,18 @@ def chat_request_to_job(
         top_p=gk.top_p,
         repetition_penalty=gk.repetition_penalty,
         seed=gk.seed,
+        stop=tuple(gk.stop_list()),
         clean_up=req.clean_up_tokenization_spaces,
     )
-    _check_passthrough_types(extra)
-    needs_generate = gk.num_beams > 1 or gk.typical_p < 1.0 or bool(
-        set(extra) - _BATCHED_KEYS
-    )
-    if not needs_generate:
-        return prompt_ids, params, None
+    passthrough = {
+        key: getattr(gk, key)
+        for key in gk.model_fields_set - _BATCHED_KEYS
+        if getattr(gk, key) != GenerateKwargs.model_fields[key].default
+    }
+    if not passthrough:
+        return params, None
     options: dict[str, Any] = {
-        **extra,
+        **passthrough,
         "max_new_tokens": limit,
         "min_new_tokens": params.min_new_tokens,
         "do_sample": gk.do_sample,
@@ -153,48 +196,11 @@ def chat_request_to_job(
         "seed": gk.seed,
     }
     _validate_generation_options(options)
-    return prompt_ids, params, options
-
-
-#: Types of the common pass-through keys (``GenerationConfig`` has no annotations to read).
-_PASSTHROUGH_TYPES: dict[str, type | tuple[type, ...]] = {
-    "no_repeat_ngram_size": int, "encoder_no_repeat_ngram_size": int, "num_beam_groups": int,
-    "num_return_sequences": int, "forced_bos_token_id": int, "length_penalty": (int, float),
-    "diversity_penalty": (int, float), "epsilon_cutoff": (int, float),
-    "eta_cutoff": (int, float), "min_p": (int, float), "max_time": (int, float),
-    "renormalize_logits": bool, "remove_invalid_values": bool, "use_cache": bool,
-    "bad_words_ids": list, "suppress_tokens": list, "begin_suppress_tokens": list,
-    "sequence_bias": (list, dict), "forced_eos_token_id": (int, list),
-}
-#: Keys that change what ``generate`` returns or need objects a JSON body cannot carry.
-_REFUSED_KEYS = frozenset({
-    "return_dict_in_generate", "output_attentions", "output_hidden_states", "output_scores",
-    "output_logits", "streamer", "assistant_model", "cache_config", "compile_config",
-    "watermarking_config", "stop_strings", "prefill_chunk_size",
-})
-
-
-def _check_passthrough_types(extra: dict[str, Any]) -> None:
-    """Refuse pass-through keys we cannot honour and values of the wrong type, before the model."""
-    for key, value in extra.items():
-        if key in _REFUSED_KEYS:
-            raise InvalidRequestError(f"generate_kwargs.{key} is not supported by this server",
-                                      param=f"generate_kwargs.{key}")
-        expected = _PASSTHROUGH_TYPES.get(key)
-        if expected is None:
-            continue
-        wrong_bool = isinstance(value, bool) and expected is not bool
-        if wrong_bool or not isinstance(value, expected):
-            names = expected.__name__ if isinstance(expected, type) else "/".join(
-                t.__name__ for t in expected)
-            raise InvalidRequestError(
-                f"generate_kwargs.{key} must be of type {names}, got {value!r}",
-                param=f"generate_kwargs.{key}",
-            )
+    return params, options
 
 
 def _validate_generation_options(options: dict[str, Any]) -> None:
-    """Let transformers judge pass-through keys now, so a bad value is a 400 and not a 500."""
+    """Let transformers judge the combination now, so a bad one is a 400 and not a 500."""
     from transformers import GenerationConfig
 
     try:

@@ -51,6 +51,14 @@ class ServerSettings(BaseModel):
     """Requests allowed to wait for a batch slot; beyond it the server answers 429."""
     max_new_tokens_cap: int = Field(1024, ge=1)
     """Upper bound on tokens generated per request (``max_tokens`` above it is a 400)."""
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body accepted; a larger one is answered 413 without being read."""
+    body_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    """Time allowed to receive a request body once its reading starts (408 after it)."""
+    tokenizer_threads: int = Field(2, ge=1, le=64)
+    """Threads that tokenize prompts and render chat templates, off the event loop."""
+    tokenizer_queue_size: int = Field(64, ge=1, le=65536)
+    """Prompts allowed in (or waiting for) tokenization at once; beyond it the answer is 429."""
     host: str = "0.0.0.0"
     port: int = Field(5000, ge=0, le=65535)
     log_level: str = "info"
@@ -120,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--queue-size", type=int, default=128)
     p.add_argument("--max-new-tokens-cap", type=int, default=1024)
+    p.add_argument("--max-body-bytes", type=int, default=1024 * 1024,
+                   help="largest request body accepted (413 above it); default 1 MiB")
+    p.add_argument("--body-timeout-s", type=float, default=30.0,
+                   help="seconds allowed to receive a request body (408 after it)")
+    p.add_argument("--tokenizer-threads", type=int, default=2,
+                   help="threads that tokenize prompts off the event loop")
+    p.add_argument("--tokenizer-queue-size", type=int, default=64,
+                   help="prompts allowed in or waiting for tokenization (429 beyond)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--log-level", default="info")

@@ -6,7 +6,7 @@ on ``app.state``, and the lifespan fills in the engine and scheduler once the mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,6 +16,7 @@ from .engine import Engine
 from .errors import NotReadyError
 from .metrics import ServerMetrics
 from .settings import ServerSettings
+from .textpool import TextPool
 
 __all__ = ["Runtime", "RuntimeDep", "get_runtime"]
 
@@ -27,6 +28,11 @@ class Runtime:
     engine: Engine | None = None
     scheduler: Scheduler | None = None
     load_error: str | None = None
+    text: TextPool = field(init=False)
+    """Worker threads for tokenization and chat templates (sized by the settings)."""
+
+    def __post_init__(self) -> None:
+        self.text = TextPool(self.settings.tokenizer_threads, self.settings.tokenizer_queue_size)
 
     @property
     def ready(self) -> bool:

@@ -52,5 +52,8 @@ async def stream_events(request: Request, handle: RequestHandle) -> AsyncIterato
 
 
 def log_ignored(endpoint: str, fields: list[str]) -> None:
+    """Log the first few ignored field names (shortened), so a hostile body cannot flood logs."""
     if fields:
-        log.info("%s: ignoring unsupported field(s): %s", endpoint, ", ".join(fields))
+        shown = ", ".join(repr(name[:40]) for name in fields[:10])
+        more = f" and {len(fields) - 10} more" if len(fields) > 10 else ""
+        log.info("%s: ignoring unsupported field(s): %s%s", endpoint, shown, more)

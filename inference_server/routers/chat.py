@@ -1,11 +1,15 @@
-"""``POST /chat``: KAITO's classic API (``prompt`` or ``messages`` → ``{"Result": ...}``)."""
+"""``POST /chat``: KAITO's classic API (``prompt`` or ``messages`` → ``{"Result": ...}``).
+
+``generate_kwargs`` is checked before the prompt is tokenized; tokenization and the chat
+template run on the runtime's text pool, off the event loop.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
 from ..protocol import KaitoChatRequest, KaitoChatResponse
-from ..service import chat_request_to_job
+from ..service import chat_request_to_job, messages_to_dicts, parse_generate_kwargs
 from ..state import RuntimeDep
 from ._common import collect, log_ignored
 
@@ -18,8 +22,13 @@ async def chat(
 ) -> KaitoChatResponse:
     engine, scheduler = runtime.require_ready()
     log_ignored("/chat", body.ignored_fields())
-    prompt_ids, params, options = chat_request_to_job(
-        body, engine, runtime.settings.max_new_tokens_cap
+    kwargs = parse_generate_kwargs(body.generate_kwargs)
+    if body.messages is not None:
+        prompt_ids = await runtime.text.run(engine.encode_chat, messages_to_dicts(body.messages))
+    else:
+        prompt_ids = await runtime.text.run(engine.encode_prompt, body.prompt or "")
+    params, options = chat_request_to_job(
+        body, kwargs, prompt_ids, engine, runtime.settings.max_new_tokens_cap
     )
     handle = scheduler.submit(prompt_ids, params, options)
     result = await collect(request, handle)

@@ -3,6 +3,8 @@
 Streams are server-sent events, ``data: <json>\\n\\n`` per chunk, ending with ``data: [DONE]``,
 as OpenAI's client libraries expect. An error after the stream has started cannot change the
 status code any more, so it is sent as one ``data: {"error": ...}`` event before ``[DONE]``.
+Prompts are tokenized (and chat templates rendered) on the runtime's text pool, off the event
+loop, before anything is queued for the model.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 def _check_model(req: _SamplingRequest, engine: Engine) -> str:
     name = engine.info.model_name
     if req.model is not None and req.model != name:
-        raise ModelNotFoundError(f"The model '{req.model}' does not exist; this server serves "
+        shown = req.model if len(req.model) <= 100 else req.model[:100] + "..."
+        raise ModelNotFoundError(f"The model {shown!r} does not exist; this server serves "
                                  f"'{name}'")
     return name
 
@@ -94,7 +97,7 @@ async def chat_completions(
     engine, scheduler = runtime.require_ready()
     model = _check_model(body, engine)
     log_ignored("/v1/chat/completions", body.ignored_fields())
-    prompt_ids = engine.encode_chat(messages_to_dicts(body.messages))
+    prompt_ids = await runtime.text.run(engine.encode_chat, messages_to_dicts(body.messages))
     max_tokens = body.max_completion_tokens or body.max_tokens
     params = openai_params(body, len(prompt_ids), engine, runtime.settings.max_new_tokens_cap,
                            max_tokens)
@@ -128,7 +131,7 @@ async def completions(
     model = _check_model(body, engine)
     log_ignored("/v1/completions", body.ignored_fields())
     prompt = body.prompt_text()
-    prompt_ids = engine.encode_prompt(prompt)
+    prompt_ids = await runtime.text.run(engine.encode_prompt, prompt)
     params = openai_params(body, len(prompt_ids), engine, runtime.settings.max_new_tokens_cap,
                            body.max_tokens)
     handle = scheduler.submit(prompt_ids, params)
