@@ -1,7 +1,7 @@
 """Init-container entry point: pull one LoRA adapter from a registry into a local directory.
 
 `python -m inference_server.fetch_adapter --image=REF --output=/mnt/adapter/NAME
-[--docker-config-dir=/root/.docker-secrets]`.  REF is either an OCI artifact pushed by oras
+[--docker-config-dir=/var/run/secrets/kaito/docker]`.  REF is either an OCI artifact pushed by oras
 (titled layers: the files themselves, or a directory tarball) or a container image whose
 filesystem holds the adapter under `/data` (KAITO's older convention).  The registry side (auth,
 retries, manifests, digest-checked blobs) lives in `inference_server.oci_client`; this module
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gzip
 import os
 import shutil
@@ -32,6 +33,7 @@ import httpx
 
 from inference_server.oci_client import (  # noqa: F401 - re-exported: callers import them here
     ACCEPT,
+    DEFAULT_LIMITS,
     DOCKER_HUB,
     INDEX_TYPES,
     MAX_MANIFEST,
@@ -42,12 +44,23 @@ from inference_server.oci_client import (  # noqa: F401 - re-exported: callers i
     load_auths,
     parse_reference,
 )
+from kaito_egress.guard import EgressError, EgressGuard
+from kaito_egress.limits import (
+    Budget,
+    ContentError,
+    Deadline,
+    TransferLimits,
+    human,
+    inflate_file,
+)
 
 __all__ = ["FetchError", "fetch", "load_auths", "main", "parse_reference", "safe_relpath"]
 
 TITLE = "org.opencontainers.image.title"
 UNPACK = "io.deis.oras.content.unpack"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+MAX_LAYERS = 128
+MAX_MEMBERS = 10_000
 
 
 def safe_relpath(name: str) -> PurePosixPath:
@@ -60,30 +73,81 @@ def safe_relpath(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+class _Layer:
+    """A downloaded layer blob and, on demand, its decompressed tar stream (inflated once,
+    within the adapter's size, ratio and time limits)."""
+
+    def __init__(self, raw: IO[bytes], bounds: _Bounds, what: str) -> None:
+        self.raw, self.bounds, self.what = raw, bounds, what
+        self._tar: IO[bytes] | None = None
+
+    def tar_data(self) -> IO[bytes]:
+        if self._tar is not None:
+            return self._tar
+        self.raw.seek(0)
+        magic = self.raw.read(6)
+        if magic[:4] == b"\x28\xb5\x2f\xfd":
+            raise FetchError("zstd-compressed layers are not supported; push gzip layers")
+        if magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
+            raise FetchError(f"{self.what}: bzip2/xz layers are not supported; push gzip layers")
+        if magic[:2] == b"\x1f\x8b":
+            inflated = tempfile.TemporaryFile()
+            try:
+                inflate_file(self.raw, inflated, limits=self.bounds.limits, what=self.what,
+                             deadline=self.bounds.deadline, budget=self.bounds.inflated)
+            except ContentError as err:
+                inflated.close()
+                raise FetchError(f"corrupt layer archive: {err}") from err
+            except BaseException:
+                inflated.close()
+                raise
+            self._tar = inflated
+        else:
+            self._tar = self.raw
+        return self._tar
+
+    def close(self) -> None:
+        if self._tar is not None and self._tar is not self.raw:
+            self._tar.close()
+
+
+@dataclasses.dataclass
+class _Bounds:
+    """The limits of one adapter pull and what it has used of them."""
+
+    limits: TransferLimits
+    deadline: Deadline
+    blobs: Budget
+    inflated: Budget
+    unpacked: Budget
+
+
 @contextlib.contextmanager
-def _open_tar(blob: IO[bytes]) -> Iterator[tuple[tarfile.TarFile, list[tarfile.TarInfo]]]:
+def _open_tar(layer: _Layer) -> Iterator[tuple[tarfile.TarFile, list[tarfile.TarInfo]]]:
     """The archive and its members, every name checked by `safe_relpath` before any write."""
-    blob.seek(0)
-    if blob.read(4) == b"\x28\xb5\x2f\xfd":
-        raise FetchError("zstd-compressed layers are not supported; push gzip layers")
-    blob.seek(0)
+    data = layer.tar_data()
+    data.seek(0)
     try:
-        with tarfile.open(fileobj=blob, mode="r:*") as tar:
-            members = tar.getmembers()
-            for info in members:
+        with tarfile.open(fileobj=data, mode="r:") as tar:
+            members = []
+            for info in tar:
+                if len(members) >= MAX_MEMBERS:
+                    raise FetchError(f"{layer.what} holds more than {MAX_MEMBERS} entries")
                 safe_relpath(info.name)
+                members.append(info)
             yield tar, members
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise FetchError(f"corrupt layer archive: {err}") from err
 
 
-def _is_tarball(layer: dict[str, Any], title: str, blob: IO[bytes]) -> bool:
+def _is_tarball(layer: dict[str, Any], title: str, blob: _Layer) -> bool:
     notes = layer.get("annotations") or {}
     if str(notes.get(UNPACK, "")).lower() == "true" or title.endswith((".tar.gz", ".tgz")):
         return True
     # oras-py marks a pushed directory only by the media type; its tarball holds `<title>/...`.
-    blob.seek(0)
-    if not str(layer.get("mediaType", "")).endswith("tar+gzip") or blob.read(2) != b"\x1f\x8b":
+    blob.raw.seek(0)
+    if not str(layer.get("mediaType", "")).endswith("tar+gzip") or \
+            blob.raw.read(2) != b"\x1f\x8b":
         return False
     try:
         with _open_tar(blob) as (_, members):
@@ -93,7 +157,7 @@ def _is_tarball(layer: dict[str, Any], title: str, blob: IO[bytes]) -> bool:
         return False
 
 
-def _write(root: Path, rel: PurePosixPath, data: IO[bytes]) -> None:
+def _write(root: Path, rel: PurePosixPath, data: IO[bytes], budget: Budget) -> None:
     target = root.joinpath(*rel.parts)
     for parent in list(target.parents)[: len(rel.parts) - 1]:
         if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
@@ -102,7 +166,9 @@ def _write(root: Path, rel: PurePosixPath, data: IO[bytes]) -> None:
     if target.is_symlink() or target.is_dir():
         raise FetchError(f"refusing to overwrite {rel} with a file")
     with target.open("wb") as out:
-        shutil.copyfileobj(data, out)
+        for piece in iter(lambda: data.read(1 << 20), b""):
+            budget.take(len(piece))
+            out.write(piece)
 
 
 def _remove(target: Path) -> None:
@@ -112,7 +178,7 @@ def _remove(target: Path) -> None:
         target.unlink()
 
 
-def _extract(blob: IO[bytes], root: Path, *, image_layer: bool) -> None:
+def _extract(blob: _Layer, root: Path, *, image_layer: bool, budget: Budget) -> None:
     """Applies a tar layer: image layers keep `data/**` (minus whiteouts); directory tarballs
     keep everything, minus one shared top-level directory (`oras push ref dir/` adds it).
     Links, devices and fifos are skipped: an adapter is plain files, and links are how
@@ -136,30 +202,55 @@ def _extract(blob: IO[bytes], root: Path, *, image_layer: bool) -> None:
             elif info.isdir():
                 root.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
             elif info.isfile():
-                _write(root, rel, tar.extractfile(info))  # type: ignore[arg-type]
+                _write(root, rel, tar.extractfile(info), budget)  # type: ignore[arg-type]
+
+
+def _layers(manifest: dict[str, Any], limits: TransferLimits) -> list[dict[str, Any]]:
+    """The manifest's layer descriptors, refused up front when they exceed the caps."""
+    layers = manifest.get("layers") or manifest.get("blobs") or []
+    if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+        raise FetchError("manifest layers are not a list of descriptors")
+    if len(layers) > MAX_LAYERS:
+        raise FetchError(f"manifest lists {len(layers)} layers, more than {MAX_LAYERS}")
+    sizes = [x.get("size") for x in layers]
+    if all(isinstance(n, int) and n >= 0 for n in sizes):
+        total = sum(sizes)  # type: ignore[arg-type]
+        if total > limits.max_total_bytes:
+            raise FetchError(f"the adapter's layers declare {total} bytes, more than the "
+                             f"total cap of {human(limits.max_total_bytes)}")
+    return layers
 
 
 def fetch(image: str, output: Path, auths: dict[str, tuple[str, str]], *, insecure: bool = False,
           retries: int = 5, backoff: float = 0.5,
-          transport: httpx.BaseTransport | None = None) -> tuple[str, list[str]]:
+          transport: httpx.BaseTransport | None = None, guard: EgressGuard | None = None,
+          limits: TransferLimits = DEFAULT_LIMITS) -> tuple[str, list[str]]:
     """Pulls ``image`` into ``output`` (replaced atomically); returns (digest, file names)."""
     host, repo, reference = parse_reference(image)
+    bounds = _Bounds(limits, Deadline(limits.deadline_s, f"pulling {image}"),
+                     Budget(limits.max_total_bytes, "the adapter's blobs"),
+                     Budget(limits.max_total_bytes, "the adapter's decompressed layers"),
+                     Budget(limits.max_total_bytes, "the adapter's unpacked files"))
     client = RegistryClient(host, repo, auths.get(host), insecure=insecure, retries=retries,
-                            backoff=backoff, transport=transport)
+                            backoff=backoff, transport=transport, guard=guard, limits=limits,
+                            deadline=bounds.deadline)
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         manifest, digest = client.manifest(reference)
-        layers = manifest.get("layers") or manifest.get("blobs") or []
-        for layer in layers:
+        for layer in _layers(manifest, limits):
             title = str((layer.get("annotations") or {}).get(TITLE, ""))
-            with tempfile.TemporaryFile() as blob:
-                client.blob(layer, blob)
-                if title and not _is_tarball(layer, title, blob):
-                    blob.seek(0)
-                    _write(stage, safe_relpath(title), blob)
-                else:
-                    _extract(blob, stage, image_layer=not title)
+            with tempfile.TemporaryFile() as raw:
+                client.blob(layer, raw, bounds.blobs)
+                blob = _Layer(raw, bounds, f"layer {layer.get('digest')}")
+                try:
+                    if title and not _is_tarball(layer, title, blob):
+                        raw.seek(0)
+                        _write(stage, safe_relpath(title), raw, bounds.unpacked)
+                    else:
+                        _extract(blob, stage, image_layer=not title, budget=bounds.unpacked)
+                finally:
+                    blob.close()
         if not (stage / "adapter_config.json").is_file():
             found = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
             listing = ", ".join(found[:10]) or "no files"
@@ -169,6 +260,8 @@ def fetch(image: str, output: Path, auths: dict[str, tuple[str, str]], *, insecu
             shutil.rmtree(output)
         stage.rename(output)
         return digest, sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    except EgressError as err:
+        raise FetchError(str(err)) from err
     finally:
         client.close()
         shutil.rmtree(stage, ignore_errors=True)
@@ -185,6 +278,24 @@ def _report_failure(message: str, termination_log: str) -> None:
             pass
 
 
+def _at_most(limit: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 0 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 0 and {limit}, not {text}")
+        return value
+    return parse
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags the workspace controller's init containers pass."""
     parser = argparse.ArgumentParser(prog="fetch_adapter", description=__doc__.split("\n")[0])
@@ -192,7 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="directory to fill (replaced)")
     parser.add_argument("--docker-config-dir", help="dir of mounted dockerconfigjson secrets")
     parser.add_argument("--insecure", action="store_true", help="plain http to the registry")
-    parser.add_argument("--retries", type=int, default=5, help="retries per request")
+    parser.add_argument("--retries", type=_at_most(20), default=5, help="retries per request")
+    d = DEFAULT_LIMITS
+    parser.add_argument("--deadline", type=_positive(float), default=d.deadline_s,
+                        help="seconds for the whole pull")
+    parser.add_argument("--max-blob-bytes", type=_positive(int), default=d.max_file_bytes,
+                        help="cap on one blob and on one decompressed layer")
+    parser.add_argument("--max-total-bytes", type=_positive(int), default=d.max_total_bytes,
+                        help="cap on the adapter's blobs and on its unpacked files")
+    parser.add_argument("--max-ratio", type=_positive(float), default=d.max_ratio,
+                        help="largest decompression ratio of a gzip layer")
+    parser.add_argument("--min-rate", type=float, default=d.min_rate,
+                        help="bytes/s below which a transfer counts as stalled")
+    parser.add_argument("--stall-window", type=_positive(float), default=d.rate_window_s,
+                        help="seconds over which --min-rate is measured")
+    parser.add_argument("--allow-private", action="store_true", default=None,
+                        help="allow registries on private (RFC 1918, CGNAT, ULA) addresses")
     parser.add_argument("--termination-log", default=os.environ.get(
         "KAITO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG), help="where the failure line goes")
     return parser
@@ -211,8 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         auths = load_auths(args.docker_config_dir)
+        limits = TransferLimits(deadline_s=args.deadline, max_file_bytes=args.max_blob_bytes,
+                                max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio,
+                                min_rate=args.min_rate, rate_window_s=args.stall_window)
+        guard = EgressGuard.from_env(allow_private=args.allow_private)
         digest, files = fetch(args.image, Path(args.output), auths, insecure=args.insecure,
-                              retries=args.retries)
+                              retries=args.retries, guard=guard, limits=limits)
     except FetchError as err:
         _report_failure(f"fetch adapter {args.image}: {err}", args.termination_log)
         return 1

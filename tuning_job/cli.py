@@ -32,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-config", type=Path,
                    help="docker config with push credentials (the mounted .dockerconfigjson)")
     p.add_argument("--insecure-registry", action="store_true", help="plain http to the registry")
+    p.add_argument("--allow-private-registry", action="store_true", default=None,
+                   help="allow a registry on a private (RFC 1918, CGNAT, ULA) address")
     p.add_argument("--metrics-file", type=Path, help="default: <output-dir>/metrics.json")
     p.add_argument("--termination-log", help="where the failure line goes")
     return p
@@ -54,11 +56,13 @@ def run(args: argparse.Namespace, metrics: MetricsFile) -> dict[str, object]:
                                   "files": [p.name for p in result.files],
                                   "train_loss": result.metrics.get("train_loss")}
     if args.push:
+        from kaito_egress.guard import EgressGuard
         from tuning_job.push import push_adapter
 
         log.info("pushing the adapter to %s", args.push)
+        guard = EgressGuard.from_env(allow_private=args.allow_private_registry)
         digest = push_adapter(result.files, args.push, args.docker_config,
-                              insecure=args.insecure_registry)
+                              insecure=args.insecure_registry, guard=guard)
         metrics.update(pushed=args.push, digest=digest)
         log.info("pushed %s (%s)", args.push, digest)
         summary.update(pushed=args.push, digest=digest)

@@ -14,6 +14,7 @@ Workspace can show, and tells oras which auth backend the registry speaks.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import time
@@ -21,9 +22,18 @@ from pathlib import Path
 
 import httpx
 
+from kaito_egress.guard import EgressError, EgressGuard
+from kaito_egress.http import guarded_client, open_stream, raw_chunks
+from kaito_egress.limits import Budget, Deadline, MiB, TransferLimits, copy_bounded
+from kaito_egress.policy import is_literal_loopback
+from kaito_egress.requests_adapter import guard_session
 from tuning_job.errors import PushError
 
 DOCKER_HUB = "registry-1.docker.io"
+PREFLIGHT_DEADLINE_S = 120.0
+#: Bounds of the pre-flight answers (`/v2/`, the token): small JSON documents.
+_SMALL = TransferLimits(deadline_s=PREFLIGHT_DEADLINE_S, max_file_bytes=MiB,
+                        max_total_bytes=MiB)
 
 
 def parse_reference(ref: str) -> tuple[str, str, str]:
@@ -41,8 +51,8 @@ def parse_reference(ref: str) -> tuple[str, str, str]:
 
 
 def is_loopback(host: str) -> bool:
-    name = host[1: host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
-    return name in ("localhost", "::1") or name.startswith("127.")
+    """True only for a literal loopback registry address (`127.0.0.1:5000`, `[::1]:5000`)."""
+    return is_literal_loopback(host)
 
 
 def load_credentials(config: Path | None, host: str) -> tuple[str, str] | None:
@@ -60,7 +70,11 @@ def load_credentials(config: Path | None, host: str) -> tuple[str, str] | None:
             continue
         user, password = entry.get("username"), entry.get("password")
         if entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, TypeError) as err:
+                raise PushError(f"docker config {config}: the auth of {key} is not "
+                                f"base64 user:password") from err
         if user:
             return user, password or ""
     return None
@@ -72,29 +86,53 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), {k.lower(): quoted or bare for k, quoted, bare in fields}
 
 
-def _get(client: httpx.Client, url: str, host: str, retries: int, **kw: object) -> httpx.Response:
+def _get(http: httpx.Client, guard: EgressGuard, url: str, host: str, retries: int,
+         headers: dict[str, str], deadline: Deadline) -> httpx.Response:
+    """A GET through the egress guard (redirects checked), body read (at most 1 MiB),
+    with bounded retries on connection errors and 5xx."""
+    plain_ok = is_loopback(host) and guard.policy.allow_loopback
     for attempt in range(retries + 1):
         try:
-            resp = client.get(url, **kw)  # type: ignore[arg-type]
+            resp = open_stream(http, guard, url, headers=headers, deadline=deadline,
+                               credentials_over_http=plain_ok)
+            try:
+                body = io.BytesIO()
+                copy_bounded(raw_chunks(resp), body, limits=_SMALL, what=f"{url}",
+                             deadline=deadline, budget=Budget(_SMALL.max_file_bytes, url),
+                             encoding=resp.headers.get("content-encoding", "identity"))
+            finally:
+                resp.close()
         except httpx.TransportError as err:
             if attempt == retries:
                 raise PushError(f"cannot reach registry {host}: {err}") from err
+        except EgressError as err:
+            raise PushError(f"registry {host}: {err}") from err
         else:
             if resp.status_code < 500 or attempt == retries:
                 return resp
-        time.sleep(min(0.5 * 2**attempt, 10.0))
+        time.sleep(min(0.5 * 2**attempt, 10.0, deadline.remaining()))
     raise AssertionError("unreachable")
 
 
+def _basic(creds: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(":".join(creds).encode()).decode()
+
+
 def preflight(host: str, repo: str, creds: tuple[str, str] | None, *, insecure: bool,
-              retries: int = 3) -> str:
+              retries: int = 3, guard: EgressGuard | None = None,
+              transport: httpx.BaseTransport | None = None) -> str:
     """Checks that the registry answers and accepts the credentials for pushing `repo`;
     returns the oras auth backend to use (`basic` or `token`)."""
-    scheme = "http" if insecure or is_loopback(host) else "https"
-    basic = httpx.BasicAuth(*creds) if creds else None
+    guard = guard or EgressGuard.from_env()
+    plain = insecure or is_loopback(host)
+    if plain and creds and not (is_loopback(host) and guard.policy.allow_loopback):
+        raise PushError(f"refusing to send the push secret's credentials over plain http to "
+                        f"{host}")
+    scheme = "http" if plain else "https"
     who = f"user {creds[0]!r}" if creds else "anonymous access"
-    with httpx.Client(timeout=httpx.Timeout(20.0, connect=10.0), follow_redirects=True) as http:
-        resp = _get(http, f"{scheme}://{host}/v2/", host, retries)
+    deadline = Deadline(PREFLIGHT_DEADLINE_S, f"checking registry {host}")
+    with guarded_client(guard, transport=transport) as http:
+        resp = _get(http, guard, f"{scheme}://{host}/v2/", host, retries, {}, deadline)
         if resp.status_code == 200:
             return "basic"
         if resp.status_code != 401:
@@ -103,15 +141,21 @@ def preflight(host: str, repo: str, creds: tuple[str, str] | None, *, insecure: 
         if creds is None:
             raise PushError(f"registry {host} needs credentials and the push secret has none "
                             f"for it")
+        auth = {"Authorization": _basic(creds)}
         if kind == "bearer" and fields.get("realm"):
             params = {"service": fields.get("service", host),
                       "scope": f"repository:{repo}:pull,push"}
-            token = _get(http, fields["realm"], host, retries, params=params, auth=basic)
+            try:
+                realm = str(httpx.URL(fields["realm"], params=params))
+            except (httpx.InvalidURL, ValueError, TypeError) as err:
+                raise PushError(f"registry {host} sent an unusable token realm "
+                                f"{fields['realm'][:100]!r}") from err
+            token = _get(http, guard, realm, host, retries, auth, deadline)
             if token.status_code != 200:
                 raise PushError(f"registry {host} rejected the push secret's credentials "
                                 f"({who}): token service answered HTTP {token.status_code}")
             return "token"
-        again = _get(http, f"{scheme}://{host}/v2/", host, retries, auth=basic)
+        again = _get(http, guard, f"{scheme}://{host}/v2/", host, retries, auth, deadline)
         if again.status_code in (401, 403):
             raise PushError(f"registry {host} rejected the push secret's credentials ({who}): "
                             f"HTTP {again.status_code}")
@@ -119,20 +163,26 @@ def preflight(host: str, repo: str, creds: tuple[str, str] | None, *, insecure: 
 
 
 def push_adapter(files: list[Path], reference: str, docker_config: Path | None, *,
-                 insecure: bool = False, retries: int = 3) -> str:
-    """Push `files` (titled by their names) to `reference`; returns the manifest digest."""
+                 insecure: bool = False, retries: int = 3,
+                 guard: EgressGuard | None = None) -> str:
+    """Push `files` (titled by their names) to `reference`; returns the manifest digest.
+    The pre-flight check and every request oras makes go through the egress guard."""
     import oras.client
 
+    guard = guard or EgressGuard.from_env()
     host, repo, _ = parse_reference(reference)
     creds = load_credentials(docker_config, host)
-    backend = preflight(host, repo, creds, insecure=insecure, retries=retries)
+    backend = preflight(host, repo, creds, insecure=insecure, retries=retries, guard=guard)
     client = oras.client.OrasClient(insecure=insecure or is_loopback(host),
                                     auth_backend=backend)
+    guard_session(client.session, guard)
     if creds:
         client.auth.set_basic_auth(*creds)
     try:
         resp = client.push(target=reference, files=[str(f) for f in files],
                            disable_path_validation=True, quiet=True)
+    except EgressError as err:
+        raise PushError(f"push to {reference} refused: {err}") from err
     except Exception as err:  # oras-py raises ValueError, requests errors, and more
         raise PushError(f"push to {reference} failed: {' '.join(str(err).split())[:300]}") \
             from err

@@ -39,6 +39,12 @@ def _start(**kwargs: str) -> LocalRegistry:
         pytest.fail(f"{err} (the Makefile's setup installs it: apt-get install docker-registry)")
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registries here listen on 127.0.0.1, which the egress guard refuses by default."""
+    monkeypatch.setenv("KAITO_EGRESS_ALLOW_LOOPBACK", "1")
+
+
 @pytest.fixture(scope="module")
 def registry() -> Iterator[LocalRegistry]:
     reg = _start()

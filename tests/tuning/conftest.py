@@ -20,6 +20,13 @@ from kaito_operator.sim.registry import LocalRegistry, RegistryUnavailable
 PUSH_USER, PUSH_PASSWORD = "tuner", "s3cret-push"
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry and HTTP servers here listen on 127.0.0.1, which the egress guard refuses
+    by default."""
+    monkeypatch.setenv("KAITO_EGRESS_ALLOW_LOOPBACK", "1")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir: Path) -> Path:
     return tiny_model_dir
