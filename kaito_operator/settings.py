@@ -43,6 +43,26 @@ class Settings(BaseModel):
     """OS disk of nodes for custom-template Workspaces (presets say their own)."""
     requeue_seconds: float = Field(default=10.0, gt=0)
     """How soon a Workspace that waits on something is looked at again."""
+    policy_service_accounts: tuple[str, ...] = ()
+    """Workspace policy: service accounts a template may name besides `default`."""
+    policy_volume_types: tuple[str, ...] = ()
+    """Workspace policy: volume types allowed besides the secure set (e.g. `hostPath`)."""
+    policy_capabilities: tuple[str, ...] = ()
+    """Workspace policy: capabilities a container may add besides NET_BIND_SERVICE."""
+    policy_sysctls: tuple[str, ...] = ()
+    """Workspace policy: sysctls allowed besides the safe set."""
+    policy_allow_privileged: bool = False
+    """Workspace policy: privileged containers and privilege escalation."""
+    policy_allow_host_namespaces: bool = False
+    """Workspace policy: hostNetwork, hostPID and hostIPC."""
+    policy_allow_host_ports: bool = False
+    """Workspace policy: container ports bound on the node."""
+    policy_allow_unconfined: bool = False
+    """Workspace policy: Unconfined seccomp/AppArmor, custom SELinux, procMount Unmasked."""
+    egress_allow_private: bool = False
+    """Let the pods' fetches (dataset download, adapter fetcher, adapter push) reach private
+    addresses (RFC 1918, 100.64/10, fc00::/7): in-cluster or private-endpoint stores and
+    registries. Loopback, link-local and metadata addresses stay refused."""
 
     @property
     def base_image_ref(self) -> str:
@@ -56,7 +76,8 @@ class SettingsError(ValueError):
     """A setting in the environment is invalid; the message names the variable."""
 
 
-_LISTS = {"image_pull_secrets", "watch_namespaces"}
+_LISTS = {"image_pull_secrets", "watch_namespaces", "policy_service_accounts",
+          "policy_volume_types", "policy_capabilities", "policy_sysctls"}
 
 
 def settings_from_env(environ: Mapping[str, str]) -> Settings:

@@ -29,12 +29,15 @@ Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-tim
 
 
 class ApiModel(BaseModel):
-    """Base for spec models: camelCase on the wire, unknown fields rejected (typos are errors)."""
+    """Base for spec models: camelCase on the wire, unknown fields rejected (typos are errors),
+    and strict types as the API server has them (no `"2"` for 2, no `"true"` for true, no
+    number for a string)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        strict=True,
         use_attribute_docstrings=True,
     )
 
@@ -42,7 +45,9 @@ class ApiModel(BaseModel):
 class ObjectMeta(BaseModel):
     """The part of `metadata` the operators read; other fields are preserved."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True
+    )
 
     name: str | None = None
     namespace: str | None = None

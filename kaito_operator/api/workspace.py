@@ -27,6 +27,14 @@ KIND = "Workspace"
 
 DEFAULT_INSTANCE_TYPE = "Standard_NC12s_v3"
 MAX_ADAPTERS = 10
+#: Most GPU nodes one Workspace may ask for.
+MAX_COUNT = 64
+#: The Workspace name is the name of its Services (`<name>`, `<name>-headless`), Job and
+#: Deployment or StatefulSet; StatefulSet pods carry the label
+#: `controller-revision-hash: <name>-<hash of up to 10 characters>`, at most 63 characters.
+MAX_NAME_LENGTH = 63 - len("-") - 10
+#: Adapter `<name>` becomes the init container `adapter-<name>`, a DNS-1123 label (63).
+MAX_ADAPTER_NAME = 63 - len("adapter-")
 
 #: Adapter, preset and other DNS-1123 label-like names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -34,6 +42,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PRESET_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 #: A strength is a string holding a decimal in [0, 1].
 STRENGTH = r"^(0(\.[0-9]+)?|1(\.0+)?)$"
+
+
+#: A Secret's name (a DNS-1123 subdomain).
+SecretName = Annotated[str, Field(min_length=1, max_length=253)]
 
 
 def _cel(rule: str, message: str) -> dict[str, str]:
@@ -51,12 +63,14 @@ def _immutable(field: str) -> dict[str, Any]:
 class ResourceSpec(ApiModel):
     """The GPU nodes the workload runs on."""
 
-    count: int = Field(default=1, ge=1, json_schema_extra=_immutable("resource.count"))
+    count: int = Field(
+        default=1, ge=1, le=MAX_COUNT, json_schema_extra=_immutable("resource.count")
+    )
     """Number of GPU nodes."""
     instance_type: str = Field(
         default=DEFAULT_INSTANCE_TYPE,
         min_length=1,
-        max_length=128,
+        max_length=63,
         json_schema_extra=_immutable("resource.instanceType"),
     )
     """VM size (Azure) or instance type of the GPU nodes, e.g. Standard_NC12s_v3."""
@@ -74,7 +88,7 @@ class PresetOptions(ApiModel):
     """Where a private preset's image comes from."""
 
     image: str | None = Field(default=None, max_length=512)
-    image_pull_secrets: list[str] | None = Field(default=None, max_length=16)
+    image_pull_secrets: list[SecretName] | None = Field(default=None, max_length=16)
 
 
 class PresetSpec(ApiModel):
@@ -95,10 +109,10 @@ class PresetSpec(ApiModel):
 class AdapterSource(ApiModel):
     """Where a LoRA adapter comes from: an OCI artifact or an image with the files in /data."""
 
-    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    name: str = Field(min_length=1, max_length=MAX_ADAPTER_NAME, pattern=DNS_LABEL)
     """Adapter name; the adapter is mounted at /mnt/adapter/<name>."""
     image: str = Field(min_length=1, max_length=512)
-    image_pull_secrets: list[str] | None = Field(default=None, max_length=16)
+    image_pull_secrets: list[SecretName] | None = Field(default=None, max_length=16)
 
 
 class AdapterSpec(ApiModel):
@@ -171,7 +185,7 @@ class DataSource(ApiModel):
         ),
     )
     image: str | None = Field(default=None, max_length=512)
-    image_pull_secrets: list[str] | None = Field(default=None, max_length=16)
+    image_pull_secrets: list[SecretName] | None = Field(default=None, max_length=16)
     volume_source: FreeForm | None = None
     """A Kubernetes VolumeSource (persistentVolumeClaim, azureFile, ...)."""
 
@@ -237,6 +251,11 @@ class Workspace(ApiModel):
             _cel(
                 "!has(self.tuning) || !has(self.resource.count) || self.resource.count == 1",
                 "resource.count must be 1 for tuning",
+            ),
+            _cel(
+                f"!has(self.metadata.name) || size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                f"metadata.name: at most {MAX_NAME_LENGTH} characters (the names of the "
+                "Workspace's Services and pods derive from it)",
             ),
         )
     }

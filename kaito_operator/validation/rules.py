@@ -1,4 +1,4 @@
-"""DESIGN §2's rules over a parsed Workspace: structure, catalog fit, and updates.
+"""The rules over a parsed Workspace: structure, catalog fit, policy, and updates.
 
 The CRD's CEL rules enforce the structural ones in the API server; they are repeated here so
 that `kaito validate`, the webhook and the controller give the same answer without one.
@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterator
 
 from kaito_operator.api.workspace import (
+    MAX_NAME_LENGTH,
     DataDestination,
     DataSource,
     InferenceSpec,
@@ -19,12 +20,16 @@ from kaito_operator.api.workspace import (
 from kaito_operator.catalog import Catalog, fit_preset, fit_tuning
 from kaito_operator.catalog.models import GpuSku, ModelPreset
 from kaito_operator.validation import syntax
-from kaito_operator.validation.findings import Finding
+from kaito_operator.validation.findings import Finding, show
+from kaito_operator.validation.policy import DEFAULT_POLICY, Policy, check_template, check_volume
+from kaito_operator.validation.template import check_labels, check_template_shape
 
 BYPASS_ANNOTATION = "kaito.sh/bypass-resource-checks"
 ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"
-#: `<name>-headless` must still be a valid Service name.
-MAX_NAME_LENGTH = 63 - len("-headless")
+#: Volume types the kubelet mounts read-only: no place for the tuning output.
+READ_ONLY_VOLUME_TYPES = frozenset({"configMap", "secret", "downwardAPI", "projected"})
+#: Most labels in `resource.labelSelector.matchLabels` (each is put on every GPU node).
+MAX_MATCH_LABELS = 64
 
 
 def _error(path: str, message: str) -> Finding:
@@ -58,11 +63,26 @@ def check_resource(ws: Workspace) -> Iterator[Finding]:
             "resource.labelSelector.matchLabels",
             "is required: the labels are put on the GPU nodes and select them",
         )
-    for key, value in labels.items():
-        if problem := syntax.label_key(key):
-            yield _error(f"resource.labelSelector.matchLabels[{key}]", f"{key!r}: {problem}")
-        if problem := syntax.label_value(value):
-            yield _error(f"resource.labelSelector.matchLabels[{key}]", f"{value!r}: {problem}")
+    if len(labels) > MAX_MATCH_LABELS:
+        yield _error("resource.labelSelector.matchLabels",
+                     f"has {len(labels)} labels: at most {MAX_MATCH_LABELS} allowed")
+    yield from check_labels("resource.labelSelector.matchLabels", labels)
+    for i, expr in enumerate(selector.match_expressions or []):
+        path = f"resource.labelSelector.matchExpressions[{i}]"
+        if problem := syntax.label_key(expr.key):
+            yield _error(f"{path}.key", f"{show(expr.key)}: {problem}")
+        values = expr.values or []
+        if expr.operator in ("In", "NotIn") and not values:
+            yield _error(f"{path}.values", f"is required with operator {expr.operator}")
+        if expr.operator in ("Exists", "DoesNotExist") and values:
+            yield _error(f"{path}.values", f"must be empty with operator {expr.operator}")
+        for j, value in enumerate(values):
+            if problem := syntax.label_value(value):
+                yield _error(f"{path}.values[{j}]", f"{show(value)}: {problem}")
+    instance_type = ws.resource.instance_type
+    if problem := syntax.label_value(instance_type):
+        yield _error("resource.instanceType",
+                     f"{show(instance_type)} is not valid: it labels the nodes, so {problem}")
     seen: set[str] = set()
     for i, node in enumerate(ws.resource.preferred_nodes or []):
         path = f"resource.preferredNodes[{i}]"
@@ -96,9 +116,14 @@ def _preset(path: str, name: str, catalog: Catalog) -> tuple[ModelPreset | None,
     return None, [_error(path, f"{name!r} is not a known preset{hint}")]
 
 
-def check_inference(ws: Workspace, spec: InferenceSpec, catalog: Catalog) -> Iterator[Finding]:
+def check_inference(
+    ws: Workspace, spec: InferenceSpec, catalog: Catalog, policy: Policy
+) -> Iterator[Finding]:
     if (spec.preset is None) == (spec.template is None):
         yield _error("inference", "exactly one of preset or template must be set")
+    if spec.template is not None:
+        yield from check_template_shape("inference.template", spec.template)
+        yield from check_template("inference.template", spec.template, policy)
     if spec.template is not None and spec.adapters:
         yield _error("inference.adapters", "adapters need a preset, not a template")
     names: set[str] = set()
@@ -122,6 +147,9 @@ def check_inference(ws: Workspace, spec: InferenceSpec, catalog: Catalog) -> Ite
         yield _error("inference.preset.presetOptions.image", "is required for a private preset")
     if options and options.image and (problem := syntax.image_reference(options.image)):
         yield _error("inference.preset.presetOptions.image", f"{options.image!r} {problem}")
+    if options:
+        yield from _secret_names("inference.preset.presetOptions.imagePullSecrets",
+                                 options.image_pull_secrets)
     if preset is None or sku is None:
         return
     fit = fit_preset(preset, sku, ws.resource.count)
@@ -129,11 +157,23 @@ def check_inference(ws: Workspace, spec: InferenceSpec, catalog: Catalog) -> Ite
         yield Finding("resource.instanceType", fit.reason, "warning" if bypass else "error")
 
 
-def check_tuning(ws: Workspace, spec: TuningSpec, catalog: Catalog) -> Iterator[Finding]:
+def check_tuning(
+    ws: Workspace, spec: TuningSpec, catalog: Catalog, policy: Policy
+) -> Iterator[Finding]:
     if ws.resource.count != 1:
         yield _error("resource.count", f"{ws.resource.count} is not valid: tuning needs count 1")
     yield from _check_input(spec.input)
     yield from _check_output(spec.output)
+    if spec.input.volume_source is not None:
+        yield from check_volume("tuning.input.volumeSource", spec.input.volume_source, policy,
+                                named=False)
+    if spec.output.volume_source is not None:
+        yield from check_volume("tuning.output.volumeSource", spec.output.volume_source, policy,
+                                named=False)
+        for kind in sorted(READ_ONLY_VOLUME_TYPES & spec.output.volume_source.keys()):
+            yield _error(f"tuning.output.volumeSource.{kind}",
+                         f"{kind} volumes are read-only: the adapter cannot be written there "
+                         "(use persistentVolumeClaim, azureFile, nfs, csi or emptyDir)")
     if spec.config is not None and (problem := syntax.dns_subdomain(spec.config)):
         yield _error("tuning.config", f"{spec.config!r} is not a ConfigMap name: {problem}")
     bypass = _bypass(ws)
@@ -206,15 +246,17 @@ def _bypass(ws: Workspace) -> bool:
     return value.lower() == "true"
 
 
-def check_workspace(ws: Workspace, catalog: Catalog) -> Iterator[Finding]:
+def check_workspace(
+    ws: Workspace, catalog: Catalog, policy: Policy = DEFAULT_POLICY
+) -> Iterator[Finding]:
     yield from check_metadata(ws)
     yield from check_resource(ws)
     if (ws.inference is None) == (ws.tuning is None):
         yield _error("<object>", "exactly one of inference or tuning must be set")
     if ws.inference is not None:
-        yield from check_inference(ws, ws.inference, catalog)
+        yield from check_inference(ws, ws.inference, catalog, policy)
     if ws.tuning is not None:
-        yield from check_tuning(ws, ws.tuning, catalog)
+        yield from check_tuning(ws, ws.tuning, catalog, policy)
 
 
 def check_update(old: Workspace, new: Workspace) -> Iterator[Finding]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kaito_operator.validation.findings import Finding
+from kaito_operator.validation.findings import Finding, show
 
 #: Patterns of the API models, as a user would read them.
 _PATTERN_MEANING = {
@@ -27,11 +27,6 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path or "<object>"
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _explain(error: dict[str, Any]) -> str:
     kind = error["type"]
     value = error.get("input")
@@ -42,9 +37,9 @@ def _explain(error: dict[str, Any]) -> str:
         return "unknown field (check the spelling and the nesting)"
     if kind == "string_pattern_mismatch":
         meaning = _PATTERN_MEANING.get(ctx.get("pattern", ""), f"match {ctx.get('pattern')}")
-        return f"{_show(value)} is not valid: must be {meaning}"
+        return f"{show(value)} is not valid: must be {meaning}"
     if kind == "literal_error":
-        return f"{_show(value)} is not one of {ctx.get('expected')}"
+        return f"{show(value)} is not one of {ctx.get('expected')}"
     if kind in ("string_type", "int_type", "int_parsing", "bool_type", "dict_type",
                 "list_type", "model_type", "model_attributes_type", "float_type"):
         wanted = {
@@ -58,19 +53,25 @@ def _explain(error: dict[str, Any]) -> str:
             "model_attributes_type": "a mapping",
             "float_type": "a number",
         }[kind]
-        hint = " (quote it)" if kind == "string_type" and isinstance(value, int | float) else ""
-        return f"{_show(value)} is not valid: must be {wanted}{hint}"
+        hint = ""
+        if kind == "string_type" and isinstance(value, int | float):
+            hint = " (quote it)"
+        elif kind in ("int_type", "bool_type", "float_type") and isinstance(value, str):
+            hint = " (remove the quotes)"
+        return f"{show(value)} is not valid: must be {wanted}{hint}"
     if kind == "greater_than_equal":
-        return f"{_show(value)} is too small: must be at least {ctx.get('ge')}"
+        return f"{show(value)} is too small: must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"{show(value)} is too large: must be at most {ctx.get('le')}"
     if kind == "too_long":
         return f"has {ctx.get('actual_length')} items: at most {ctx.get('max_length')} allowed"
     if kind == "too_short":
         return f"is empty: at least {ctx.get('min_length')} item(s) required"
     if kind == "string_too_long":
-        return f"{_show(value)} is too long: at most {ctx.get('max_length')} characters"
+        return f"{show(value)} is too long: at most {ctx.get('max_length')} characters"
     if kind == "string_too_short":
         return "must not be empty"
-    return f"{_show(value)} is not valid: {error['msg']}"
+    return f"{show(value)} is not valid: {error['msg']}"
 
 
 def findings_from(exc: ValidationError) -> list[Finding]:

@@ -6,9 +6,9 @@ which the caller prefixes with the field path and the value.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from urllib.parse import urlsplit
+
+from kaito_egress.policy import Policy, url_refusal
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -22,29 +22,23 @@ _IMAGE_REF = re.compile(
     rf"^(?:(?P<domain>{_DOMAIN}(?::[0-9]+)?)/)?"
     rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$",
+    re.ASCII,
 )
 
-#: Host names that resolve to the node itself or to a cloud's instance-metadata service.
-_FORBIDDEN_HOSTS = {
-    "localhost",
-    "metadata",
-    "metadata.google.internal",
-    "instance-data",
-    "instance-data.ec2.internal",
-}
-#: Metadata endpoints outside the link-local range (Alibaba Cloud, AWS over IPv6).
-_METADATA_IPS = {ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")}
+#: What validation refuses early: everything the runtime egress guard refuses whatever its
+#: configuration (private ranges may be allowed at run time, so they pass here).
+_EARLY_POLICY = Policy(allow_private=True, allow_loopback=False)
 
 
 def dns_label(value: str) -> str | None:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         return "must be a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
     return None
 
 
 def dns_1035_label(value: str, max_length: int = 63) -> str | None:
-    if len(value) > max_length or not _DNS_1035.match(value):
+    if len(value) > max_length or not _DNS_1035.fullmatch(value):
         return (
             "must start with a lower-case letter and hold only lower-case letters, digits "
             f"and '-' (at most {max_length} characters)"
@@ -53,7 +47,7 @@ def dns_1035_label(value: str, max_length: int = 63) -> str | None:
 
 
 def dns_subdomain(value: str) -> str | None:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         return "must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')"
     return None
 
@@ -62,13 +56,13 @@ def label_key(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and dns_subdomain(prefix):
         return "label key prefix must be a DNS-1123 subdomain"
-    if len(name) > 63 or not _LABEL_NAME.match(name):
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         return "label key name must be at most 63 letters, digits, '-', '_' or '.'"
     return None
 
 
 def label_value(value: str) -> str | None:
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
         return "label value must be at most 63 letters, digits, '-', '_' or '.'"
     return None
 
@@ -84,7 +78,7 @@ def _is_registry(domain: str) -> bool:
 
 def image_reference(value: str) -> str | None:
     """A pullable image reference: `[registry/]repository[:tag][@digest]`."""
-    match = _IMAGE_REF.match(value)
+    match = _IMAGE_REF.fullmatch(value)
     if not match:
         return _REF_HINT
     domain = match.group("domain")
@@ -97,7 +91,7 @@ def push_reference(value: str) -> str | None:
     """A reference we can push to: registry host, repository and tag, no digest."""
     if problem := image_reference(value):
         return problem
-    match = _IMAGE_REF.match(value)
+    match = _IMAGE_REF.fullmatch(value)
     assert match is not None  # image_reference accepted it
     domain = match.group("domain")
     if not domain or not _is_registry(domain):
@@ -109,33 +103,21 @@ def push_reference(value: str) -> str | None:
     return None
 
 
-def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(int(host) if host.isdigit() else host)
-    except ValueError:
-        return None
-
-
 def download_url(value: str) -> str | None:
     """An http(s) URL that does not point at the node, the pod network's link-local range or
-    a cloud metadata service (the init container downloading it runs inside the cluster)."""
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        return "must be a valid http(s) URL"
-    if parts.scheme not in ("http", "https"):
-        return "must be an http or https URL"
-    if not host:
-        return "must name a host"
-    if host in _FORBIDDEN_HOSTS or host.endswith(".localhost"):
-        return "must not point at the node itself or a metadata service"
-    address = _host_address(host)
-    if address is not None:
-        mapped = getattr(address, "ipv4_mapped", None)
-        address = mapped or address
-        if address.is_loopback or address.is_unspecified:
-            return "must not point at a loopback address"
-        if address.is_link_local or address in _METADATA_IPS:
-            return "must not point at a link-local or cloud metadata address"
-    return None
+    a cloud metadata service, in any spelling of the host (the init container downloading it
+    runs inside the cluster; its egress guard also checks what the name resolves to)."""
+    why = url_refusal(value, _EARLY_POLICY)
+    if why is None:
+        return None
+    if "node itself" in why or "metadata service" in why:
+        return f"must not point at the node itself or a metadata service: {why}"
+    if "link-local" in why or "metadata address" in why:
+        return f"must not point at a link-local or cloud metadata address: {why}"
+    if "loopback" in why or "unspecified" in why:
+        return f"must not point at a loopback address: {why}"
+    if why.startswith("must "):
+        return why
+    if why.startswith("host "):
+        return f"must name a valid host: {why}"
+    return f"must not point at a non-public address: {why}"

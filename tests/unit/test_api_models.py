@@ -149,3 +149,37 @@ def _model_of(annotation):
         if found is not None:
             return found
     return None
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("resource.count", "2"),
+        ("resource.count", True),
+        ("resource.count", 2.0),
+        ("resource.count", 65),
+        ("resource.instanceType", 7),
+        ("inference.preset.name", "phi-4\n"),
+        ("metadata.labels", {"team": 1}),
+    ],
+)
+def test_models_are_strict_like_the_api_server(path, value):
+    from pydantic import ValidationError
+
+    from tests.factories import inference_workspace, with_changes
+
+    with pytest.raises(ValidationError):
+        Workspace.model_validate(with_changes(inference_workspace(), {path: value}))
+
+
+def test_adapter_names_fit_their_init_container_name():
+    from pydantic import ValidationError
+
+    from kaito_operator.api.workspace import MAX_ADAPTER_NAME, AdapterSource
+
+    assert len("adapter-") + MAX_ADAPTER_NAME == 63
+    AdapterSource(name="a" * MAX_ADAPTER_NAME, image="r.io/a:1")
+    with pytest.raises(ValidationError):
+        AdapterSource(name="a" * (MAX_ADAPTER_NAME + 1), image="r.io/a:1")
+    with pytest.raises(ValidationError):
+        AdapterSource(name="a1\n", image="r.io/a:1")

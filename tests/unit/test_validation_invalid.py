@@ -19,7 +19,7 @@ CASES = [
     ("missing-name", INF, {"metadata.name": DELETE}, "metadata.name", "is required"),
     ("name-uppercase", INF, {"metadata.name": "Phi3"}, "metadata.name", "'Phi3' is not valid"),
     ("name-starts-with-digit", INF, {"metadata.name": "3phi"}, "metadata.name", "must start with a lower-case letter"),
-    ("name-too-long-for-headless-service", INF, {"metadata.name": "a" * 55}, "metadata.name", "at most 54"),
+    ("name-too-long-for-child-names", INF, {"metadata.name": "a" * 53}, "metadata.name", "at most 52"),
     ("unknown-top-level-field", INF, {"spec": {"resource": {}}}, "spec", "unknown field"),
     ("unknown-nested-field", INF, {"resource.instancetype": "x"}, "resource.instancetype", "unknown field"),
     ("missing-resource", INF, {"resource": DELETE}, "resource", "is required"),

@@ -75,7 +75,8 @@ def test_azure_instance_type_names_match_case_insensitively(catalog):
 def test_template_workspace_needs_no_catalog_fit(catalog):
     ws = with_changes(
         INF,
-        {"inference.preset": DELETE, "inference.template": {"spec": {"containers": []}}},
+        {"inference.preset": DELETE, "inference.template": {"spec": {"containers": [
+            {"name": "server", "image": "registry.example.com/server:1"}]}}},
     )
     assert validate_workspace(ws, catalog) == []
 
