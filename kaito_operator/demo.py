@@ -143,13 +143,14 @@ def _watch(env: dict[str, str], name: str, timeout: float) -> bool:
 
 
 def _tuning_files(tmp: Path, registry: str) -> tuple[Path, Path, str]:
-    """A small chat dataset (hostPath input: the simulated node is this machine), the push
-    Secret for the sandbox's registry, and the tuning and serving Workspaces."""
+    """A small chat dataset (in the folder the sandbox's kubelet mounts for the claim
+    `demo-dataset`), the push Secret for the sandbox's registry, and the tuning and serving
+    Workspaces."""
     import base64
     import json
 
-    data = tmp / "dataset"
-    data.mkdir()
+    data = tmp / "claims" / "default" / "demo-dataset"
+    data.mkdir(parents=True, exist_ok=True)
     rows = [{"messages": [{"role": "user", "content": f"What is {n} plus {n}?"},
                           {"role": "assistant", "content": f"{n} plus {n} is {2 * n}."}]}
             for n in range(48)]
@@ -166,7 +167,8 @@ def _tuning_files(tmp: Path, registry: str) -> tuple[Path, Path, str]:
         "resource": {"instanceType": "Standard_NC24ads_A100_v4",
                      "labelSelector": {"matchLabels": {"apps": "tuning-phi-3"}}},
         "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
-                   "input": {"volumeSource": {"hostPath": {"path": str(data)}}},
+                   "input": {"volumeSource": {
+                       "persistentVolumeClaim": {"claimName": "demo-dataset"}}},
                    "output": {"image": adapter, "imagePushSecret": "registry-push"}},
     }
     serving = {

@@ -30,6 +30,9 @@ class LocalCommand:
     port: int | None = None
     """Loopback port the process serves HTTP on, if it is a server."""
     mounts: dict[str, Path] = field(default_factory=dict)
+    links: dict[Path, Path] = field(default_factory=dict)
+    """Symbolic links (link → target) to create before the process starts: see
+    `parent_folders`."""
 
 
 def _module(container: dict[str, Any]) -> str | None:
@@ -60,6 +63,31 @@ def map_path(value: str, mounts: dict[str, Path]) -> str:
     return value
 
 
+def parent_folders(values: list[str], mounts: dict[str, Path], pod_dir: Path,
+                   container: str) -> tuple[dict[str, Path], dict[Path, Path]]:
+    """Container folders that exist only as the parent of mounts, when a value names one
+    (`--docker-config-dir=/var/run/secrets/kaito/docker`, each Secret mounted in a subfolder):
+    a local folder of links to those mounts stands in for it. Returns (extra mounts, links)."""
+    extra: dict[str, Path] = {}
+    links: dict[Path, Path] = {}
+    for value in values:
+        path = value.rstrip("/")
+        if not path.startswith("/") or map_path(path, mounts) != path:
+            continue  # not a path, or already inside a mount
+        below = {m: local for m, local in mounts.items() if m.startswith(path + "/")}
+        if not below:
+            continue
+        folder = pod_dir / "parents" / container / path.lstrip("/")
+        extra[path] = folder
+        for mount_path, local in below.items():
+            links[folder / mount_path[len(path) + 1:]] = local
+    return extra, links
+
+
+def _value(arg: str) -> str:
+    return arg.partition("=")[2] if arg.startswith("--") and "=" in arg else arg
+
+
 def rewrite(arg: str, mounts: dict[str, Path]) -> str:
     """`--flag=/container/path` and bare paths become local paths."""
     if arg.startswith("--") and "=" in arg:
@@ -83,12 +111,19 @@ def local_command(
             "own images (python -m inference_server / tuning_job) run here"
         )
     mounts = mount_map(pod_dir, container, volumes, fixed)
-    args = [rewrite(a, mounts) for a in container.get("args") or []]
+    raw_args = list(container.get("args") or [])
+    extra, links = parent_folders([*map(_value, raw_args), *env_values.values()], mounts,
+                                  pod_dir, container["name"])
+    mounts.update(extra)
+    args = [rewrite(a, mounts) for a in raw_args]
     if module == "inference_server" and port is not None:
         args = [a for a in args if not a.startswith(("--port=", "--host="))]
         args += [f"--port={port}", "--host=127.0.0.1"]
     env = {k: rewrite(v, mounts) for k, v in env_values.items()}
     env["KAITO_TERMINATION_LOG"] = str(mounts["/dev/termination-log"])
+    # Everything the sandbox serves (registry, data) is on 127.0.0.1: let the egress guard
+    # of the fetchers reach literal loopback addresses, which it refuses in a cluster.
+    env["KAITO_EGRESS_ALLOW_LOOPBACK"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return LocalCommand(
         argv=[sys.executable, "-m", module, *args],
@@ -96,4 +131,5 @@ def local_command(
         cwd=pod_dir,
         port=port if module == "inference_server" else None,
         mounts=mounts,
+        links=links,
     )

@@ -5,6 +5,11 @@ Init containers run one after another, then the main container; an HTTP readines
 decides Ready; a crash is reported as CrashLoopBackOff with the exit code and the
 termination message (or the last log lines) and restarted with back-off, unless the pod's
 restartPolicy is Never (Jobs), which ends it Failed.
+
+Volumes are folders: a pod's own under its folder, a `persistentVolumeClaim` the same folder
+`<root>/claims/<namespace>/<claim>` for every pod that mounts the claim (the sandbox's stand-in
+for the bound volume: fill it to give a tuning Job its input), a `hostPath` the path itself
+(the simulated node is this machine).
 """
 
 from __future__ import annotations
@@ -110,7 +115,11 @@ class Kubelet:
                 # The simulated node is this machine: its paths are the node's paths.
                 out[volume["name"]] = Path(volume["hostPath"]["path"])
                 continue
-            path = run.directory / "volumes" / volume["name"]
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                path = self.root / "claims" / ns / claim
+            else:
+                path = run.directory / "volumes" / volume["name"]
             path.mkdir(parents=True, exist_ok=True)
             out[volume["name"]] = path
             if "configMap" in volume:
@@ -157,6 +166,11 @@ class Kubelet:
         except NotRunnable as exc:
             run.unrunnable = str(exc)
             return
+        for link, target in command.links.items():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=True)
         log = open(run.directory / f"{container['name']}.log", "ab")  # noqa: SIM115
         run.proc = subprocess.Popen(
             command.argv, env={**os.environ, **command.env}, cwd=command.cwd, stdout=log,

@@ -1,4 +1,4 @@
-"""Names, labels and annotations that are contracts (DESIGN §2)."""
+"""Names, labels and annotations that are contracts."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def machine_name(namespace: str, workspace: str, index: int) -> str:
 
 def headless_service_name(workspace: str) -> str:
     return f"{workspace}-headless"
+
+
+def pull_secret_volume_name(secret: str) -> str:
+    """`pull-` + 8 hex chars of sha256(secret name): a valid volume name (DNS label) for any
+    Secret name, dotted (`acr.pull`) or 253 characters long, and the same on every pass."""
+    return "pull-" + hashlib.sha256(secret.encode()).hexdigest()[:8]

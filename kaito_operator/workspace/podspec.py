@@ -2,7 +2,10 @@
 
 Layout inside the pod: weights in `/workspace/weights` (baked into the preset image, or
 downloaded at start in download mode), adapters in `/mnt/adapter/<name>` (one init container
-each, running the inference image's adapter fetcher), `/dev/shm` in memory.
+each, running the inference image's adapter fetcher, with the adapters' pull secrets under
+`/var/run/secrets/kaito/docker/<secret>`), `/dev/shm` in memory, `/tmp` (also `HOME`) on disk.
+The root filesystem is read-only: those are the only places the processes write, and every
+one of them has a size limit (see `sizing`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,51 @@ from typing import Any
 from kaito_operator.api.workspace import AdapterSpec, Workspace
 from kaito_operator.catalog.models import GpuSku, ModelPreset
 from kaito_operator.settings import Settings
-from kaito_operator.workspace.names import GPU_RESOURCE, GPU_TAINT, HTTP_PORT, TORCH_PORT
+from kaito_operator.workspace import sizing
+from kaito_operator.workspace.names import (
+    GPU_RESOURCE,
+    GPU_TAINT,
+    HTTP_PORT,
+    TORCH_PORT,
+    pull_secret_volume_name,
+)
+from kaito_operator.workspace.podsecurity import harden_pod_spec
 
 WEIGHTS_DIR = "/workspace/weights"
 PRESETS_DIR = "/workspace/presets"
 ADAPTERS_DIR = "/mnt/adapter"
+DOCKER_SECRETS_DIR = "/var/run/secrets/kaito/docker"
+TMP_DIR = "/tmp"
 PROBE_PERIOD = 10
+
+
+def scratch_volumes(tmp_gib: int, share: sizing.HostShare) -> list[dict[str, Any]]:
+    """`/tmp` on disk and `/dev/shm` in memory, both bounded."""
+    return [
+        {"name": "tmp", "emptyDir": {"sizeLimit": sizing.gib(tmp_gib)}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                      "sizeLimit": sizing.gib(share.shm_gib)}},
+    ]
+
+
+def tmp_mount() -> dict[str, Any]:
+    return {"name": "tmp", "mountPath": TMP_DIR}
+
+
+def home_env() -> dict[str, Any]:
+    """`HOME` on the writable `/tmp`: UID 1000 has no home folder in the read-only image, and
+    libraries put their caches under `~`."""
+    return {"name": "HOME", "value": TMP_DIR}
+
+
+def fetch_env(settings: Settings) -> list[dict[str, Any]]:
+    """Environment of the containers that fetch from outside the pod (adapter fetcher, dataset
+    download, adapter push): `HOME`, and the egress guard's private-range switch when the
+    operator allows private addresses."""
+    env = [home_env()]
+    if settings.egress_allow_private:
+        env.append({"name": "KAITO_EGRESS_ALLOW_PRIVATE", "value": "1"})
+    return env
 
 
 def tolerations() -> list[dict[str, Any]]:
@@ -102,23 +144,27 @@ def server_args(
     return args
 
 
-def adapter_init_container(adapter: AdapterSpec, image: str) -> dict[str, Any]:
+def adapter_init_container(adapter: AdapterSpec, image: str, settings: Settings) -> dict[str, Any]:
     """Pulls one adapter (an OCI artifact, or an image with the files in /data) into
-    `/mnt/adapter/<name>` with the fetcher shipped in the inference image."""
+    `/mnt/adapter/<name>` with the fetcher shipped in the inference image; each of the
+    adapter's pull secrets is mounted read-only at `/var/run/secrets/kaito/docker/<secret>`."""
     name = adapter.source.name
     container: dict[str, Any] = {
         "name": f"adapter-{name}",
         "image": image,
         "command": ["python", "-m", "inference_server.fetch_adapter"],
         "args": [f"--image={adapter.source.image}", f"--output={ADAPTERS_DIR}/{name}"],
-        "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_DIR}],
+        "env": fetch_env(settings),
+        "resources": sizing.init_resources(),
+        "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_DIR}, tmp_mount()],
     }
-    if adapter.source.image_pull_secrets:
-        container["args"].append("--docker-config-dir=/root/.docker-secrets")
+    secrets = list(dict.fromkeys(adapter.source.image_pull_secrets or []))
+    if secrets:
+        container["args"].append(f"--docker-config-dir={DOCKER_SECRETS_DIR}")
         container["volumeMounts"] += [
-            {"name": f"pull-{secret}", "mountPath": f"/root/.docker-secrets/{secret}",
-             "readOnly": True}
-            for secret in adapter.source.image_pull_secrets
+            {"name": pull_secret_volume_name(secret),
+             "mountPath": f"{DOCKER_SECRETS_DIR}/{secret}", "readOnly": True}
+            for secret in secrets
         ]
     return container
 
@@ -150,15 +196,18 @@ def inference_pod_spec(
     nodes: list[str],
     multi_node: bool,
 ) -> dict[str, Any]:
+    """The pod of the inference Deployment/StatefulSet, `restricted` and sized from the SKU."""
     adapters = list((ws.inference.adapters if ws.inference else None) or [])
     image = preset_image(ws, preset, settings)
     gpus = gpus_per_node(preset, sku)
+    share = sizing.host_share(sku, preset)
     ports = [{"name": "http", "containerPort": HTTP_PORT}]
     if multi_node:
         ports.append({"name": "torch", "containerPort": TORCH_PORT})
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
-    env = [{"name": "HF_HUB_OFFLINE", "value": "1" if settings.weights == "image" else "0"}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, tmp_mount()]
+    volumes = scratch_volumes(sizing.tmp_gib(len(adapters)), share)
+    env = [{"name": "HF_HUB_OFFLINE", "value": "1" if settings.weights == "image" else "0"},
+           home_env()]
     if settings.weights == "download":
         mounts.append({"name": "weights", "mountPath": WEIGHTS_DIR})
         volumes.append(
@@ -169,10 +218,12 @@ def inference_pod_spec(
             env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": secret}})
     if adapters:
         mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR})
-        volumes.append({"name": "adapters", "emptyDir": {}})
+        volumes.append({"name": "adapters", "emptyDir": {
+            "sizeLimit": sizing.gib(sizing.adapters_gib(len(adapters)))}})
         secrets = {s for a in adapters for s in a.source.image_pull_secrets or []}
         volumes += [
-            {"name": f"pull-{s}", "secret": {"secretName": s}} for s in sorted(secrets)
+            {"name": pull_secret_volume_name(s), "secret": {"secretName": s}}
+            for s in sorted(secrets)
         ]
     container = {
         "name": "inference",
@@ -181,7 +232,7 @@ def inference_pod_spec(
         "args": server_args(ws, preset, settings, adapters),
         "ports": ports,
         "env": env,
-        "resources": {"requests": {GPU_RESOURCE: str(gpus)}, "limits": {GPU_RESOURCE: str(gpus)}},
+        "resources": sizing.main_resources(share, gpus, sizing.disk_limit(volumes)),
         "volumeMounts": mounts,
         **probes(preset),
     }
@@ -192,7 +243,9 @@ def inference_pod_spec(
         "tolerations": tolerations(),
     }
     if adapters:
-        spec["initContainers"] = [adapter_init_container(a, image) for a in adapters]
+        spec["initContainers"] = [
+            adapter_init_container(a, image, settings) for a in adapters
+        ]
     if secrets_ := pull_secrets(ws, settings):
         spec["imagePullSecrets"] = [{"name": s} for s in secrets_]
-    return spec
+    return harden_pod_spec(spec)

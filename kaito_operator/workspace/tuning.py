@@ -7,10 +7,17 @@ the input volume is mounted there); the adapter written to `/mnt/results` and pu
 trainer itself with the push secret mounted as a docker config (or `/mnt/results` is the output
 volume). One container does train-then-push, so the Job succeeds only once the adapter is
 published. `backoffLimit: 0`: a failed run says why once instead of retrying for hours on GPUs.
+The Hugging Face cache is `/mnt/hf-cache`, scratch space `/tmp` (also `HOME`).
+
+The pod meets the `restricted` Pod Security Standard with a read-only root filesystem, and every
+emptyDir has a size limit: the downloaded data 20 GiB (the downloader's cap), the results
+10 GiB, the cache the preset's disk size in download mode. An emptyDir the Workspace gives as
+its input or output volume gets the same limit unless it sets one.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -20,8 +27,18 @@ from kaito_operator.catalog import Catalog
 from kaito_operator.catalog.models import GpuSku, ModelPreset
 from kaito_operator.kube import Kind
 from kaito_operator.settings import Settings
-from kaito_operator.workspace.names import GPU_RESOURCE, SPEC_HASH_ANNOTATION, WORKSPACE_LABEL
-from kaito_operator.workspace.podspec import WEIGHTS_DIR, gpus_per_node, node_affinity, tolerations
+from kaito_operator.workspace import sizing
+from kaito_operator.workspace.names import SPEC_HASH_ANNOTATION, WORKSPACE_LABEL
+from kaito_operator.workspace.podsecurity import harden_pod_spec
+from kaito_operator.workspace.podspec import (
+    WEIGHTS_DIR,
+    fetch_env,
+    gpus_per_node,
+    node_affinity,
+    scratch_volumes,
+    tmp_mount,
+    tolerations,
+)
 from kaito_operator.workspace.workload import owner_reference, spec_hash
 
 CONFIGMAPS = Kind("", "v1", "configmaps", "ConfigMap", True)
@@ -30,6 +47,7 @@ CONFIG_DIR = "/mnt/config"
 DATA_DIR = "/mnt/data"
 RESULTS_DIR = "/mnt/results"
 PUSH_SECRET_DIR = "/mnt/push-secret"
+HF_CACHE_DIR = "/mnt/hf-cache"
 TERMINATION_LOG = "/dev/termination-log"
 
 
@@ -70,18 +88,20 @@ def trainer_image(ws: Workspace, preset: ModelPreset, settings: Settings) -> str
     return settings.preset_image(preset.name)
 
 
-def input_init_containers(ws: Workspace, image: str) -> list[dict[str, Any]]:
+def input_init_containers(ws: Workspace, image: str,
+                          settings: Settings) -> list[dict[str, Any]]:
     """Fill /mnt/data: download the URLs, or copy /data out of the input image."""
     assert ws.tuning is not None
     source = ws.tuning.input
-    mount = [{"name": "data", "mountPath": DATA_DIR}]
+    common = {"env": fetch_env(settings), "resources": sizing.init_resources(),
+              "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}, tmp_mount()]}
     if source.urls:
         return [{"name": "data-download", "image": image,
                  "command": ["python", "-m", "tuning_job.download"],
-                 "args": [f"--output={DATA_DIR}", *source.urls], "volumeMounts": mount}]
+                 "args": [f"--output={DATA_DIR}", *source.urls], **common}]
     if source.image:
         return [{"name": "data-copy", "image": source.image,
-                 "command": ["sh", "-c", f"cp -R /data/. {DATA_DIR}/"], "volumeMounts": mount}]
+                 "command": ["sh", "-c", f"cp -R /data/. {DATA_DIR}/"], **common}]
     return []
 
 
@@ -100,23 +120,37 @@ def trainer_args(ws: Workspace, preset: ModelPreset, settings: Settings) -> list
     return args
 
 
-def _volumes(ws: Workspace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _bounded(source: dict[str, Any] | None, size_gib: int) -> dict[str, Any]:
+    """The Workspace's volume source, or an emptyDir; an emptyDir without a size limit gets
+    `size_gib` (a copy: the Workspace is not modified)."""
+    volume = copy.deepcopy(source) if source else {"emptyDir": {}}
+    empty = volume.get("emptyDir")
+    if isinstance(empty, dict) and empty.get("medium") != "Memory" and not empty.get("sizeLimit"):
+        empty["sizeLimit"] = sizing.gib(size_gib)
+    return volume
+
+
+def _volumes(ws: Workspace, preset: ModelPreset, sku: GpuSku | None,
+             settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, trainer mounts)."""
     assert ws.tuning is not None
     spec = ws.tuning
-    data: dict[str, Any] = dict(spec.input.volume_source or {"emptyDir": {}})
-    results: dict[str, Any] = dict(spec.output.volume_source or {"emptyDir": {}})
+    cache_gib = (preset.resources.disk_gib if settings.weights == "download"
+                 else sizing.SMALL_CACHE_GIB)
     volumes = [
         {"name": "config", "configMap": {"name": config_map_name(ws)}},
-        {"name": "data", **data},
-        {"name": "results", **results},
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "data", **_bounded(spec.input.volume_source, sizing.DATA_GIB)},
+        {"name": "results", **_bounded(spec.output.volume_source, sizing.RESULTS_GIB)},
+        {"name": "hf-cache", "emptyDir": {"sizeLimit": sizing.gib(cache_gib)}},
+        *scratch_volumes(sizing.TMP_GIB, sizing.host_share(sku, preset)),
     ]
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "results", "mountPath": RESULTS_DIR},
+        {"name": "hf-cache", "mountPath": HF_CACHE_DIR},
         {"name": "dshm", "mountPath": "/dev/shm"},
+        tmp_mount(),
     ]
     if spec.output.image and spec.output.image_push_secret:
         volumes.append({"name": "push-secret", "secret": {
@@ -128,12 +162,13 @@ def _volumes(ws: Workspace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings,
              nodes: list[str]) -> dict[str, Any]:
+    """The tuning pod, `restricted` and sized from the SKU."""
     assert ws.tuning is not None
     image = trainer_image(ws, preset, settings)
-    gpus = str(gpus_per_node(preset, sku))
-    volumes, mounts = _volumes(ws)
+    gpus = gpus_per_node(preset, sku)
+    volumes, mounts = _volumes(ws, preset, sku, settings)
     env = [{"name": "HF_HUB_OFFLINE", "value": "1" if settings.weights == "image" else "0"},
-           {"name": "HF_HOME", "value": f"{RESULTS_DIR}/.hf"}]
+           {"name": "HF_HOME", "value": HF_CACHE_DIR}, *fetch_env(settings)]
     if settings.weights == "download" and preset.hugging_face.needs_token:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": settings.hf_token_secret, "key": "HF_TOKEN"}}})
@@ -143,7 +178,8 @@ def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: S
         "command": ["python", "-m", "tuning_job"],
         "args": trainer_args(ws, preset, settings),
         "env": env,
-        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        "resources": sizing.main_resources(sizing.host_share(sku, preset), gpus,
+                                           sizing.disk_limit(volumes)),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -155,7 +191,7 @@ def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: S
         "affinity": node_affinity(ws, nodes),
         "tolerations": tolerations(),
     }
-    if init := input_init_containers(ws, image):
+    if init := input_init_containers(ws, image, settings):
         spec["initContainers"] = init
     secrets = list(dict.fromkeys([*settings.image_pull_secrets,
                                   *(ws.tuning.input.image_pull_secrets or []),
@@ -163,7 +199,7 @@ def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: S
                                     if ws.tuning.preset.preset_options else [])]))
     if secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in secrets]
-    return spec
+    return harden_pod_spec(spec)
 
 
 def job_hash(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings) -> str:

@@ -20,6 +20,7 @@ from kaito_operator.workspace.names import (
     WORKSPACE_LABEL,
     headless_service_name,
 )
+from kaito_operator.workspace.podsecurity import fill_restricted_defaults
 from kaito_operator.workspace.podspec import inference_pod_spec, node_affinity, tolerations
 
 
@@ -91,7 +92,8 @@ def preset_template(
 
 
 def custom_template(ws: Workspace, nodes: list[str]) -> dict[str, Any]:
-    """The user's pod template with our label, node affinity and GPU tolerations added."""
+    """The user's pod template with our label, node affinity and GPU tolerations added, and
+    the `restricted` security defaults wherever the user left them unset."""
     assert ws.inference is not None and ws.inference.template is not None
     template = copy.deepcopy(ws.inference.template)
     meta = template.setdefault("metadata", {})
@@ -112,6 +114,7 @@ def custom_template(ws: Workspace, nodes: list[str]) -> dict[str, Any]:
         term.setdefault("matchExpressions", []).extend(copy.deepcopy(our_exprs))
     existing = spec.setdefault("tolerations", [])
     existing += [t for t in tolerations() if t not in existing]
+    fill_restricted_defaults(spec)
     return _with_hash(template)
 
 

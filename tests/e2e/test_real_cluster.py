@@ -2,7 +2,8 @@
 
 Run with `KUBECONFIG=... pytest -m e2e tests/e2e`; without KUBECONFIG they are skipped. They
 check what no emulator can: that a real API server (1.30+) accepts our CRDs as written, and
-enforces their CEL rules, and that the controller brings a Workspace up.
+enforces their CEL rules, and that the controller brings a Workspace up in a namespace that
+enforces the `restricted` Pod Security Standard.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "kaito.sh", "v1alpha1", "workspaces"
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,9 @@ def namespace():
 
     name = f"kaito-e2e-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api()
-    core.create_namespace({"metadata": {"name": name}})
+    # Pod Security Admission refuses any pod of this namespace that is not `restricted`: the
+    # Workspace only becomes ready if the operator's pods pass.
+    core.create_namespace({"metadata": {"name": name, "labels": RESTRICTED}})
     yield name
     core.delete_namespace(name)
 
@@ -86,3 +91,29 @@ def test_quick_start_gets_its_resources(api, namespace):
         pytest.fail(f"not ready: {conds}")
     finally:
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+def test_rendered_pods_pass_pod_security_admission(namespace):
+    """The API server's own Pod Security Admission (dry run: nothing is scheduled) accepts the
+    pod of every example as the controller renders it."""
+    from kubernetes import client
+
+    from kaito_operator.api.workspace import Workspace
+    from kaito_operator.catalog import load_catalog
+    from kaito_operator.settings import Settings
+    from kaito_operator.workspace.tuning import desired_tuning
+    from kaito_operator.workspace.workload import desired_inference
+
+    catalog, core = load_catalog(), client.CoreV1Api()
+    for index, path in enumerate(sorted((ROOT / "examples").rglob("*.yaml"))):
+        body = yaml.safe_load(path.read_text())
+        body["metadata"].update(namespace=namespace, uid="uid-e2e")
+        ws = Workspace.model_validate(body)
+        if ws.tuning is not None:
+            template = desired_tuning(ws, catalog, Settings(), [])[1]["spec"]["template"]
+        else:
+            template = desired_inference(ws, catalog, Settings(), [])[1]["spec"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"pss-{index}", "namespace": namespace},
+               "spec": template["spec"]}
+        core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises 403 when refused

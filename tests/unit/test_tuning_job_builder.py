@@ -44,7 +44,14 @@ def test_job_shape(catalog):
         "--output-dir=/mnt/results", "--model-dir=/workspace/weights",
         "--push=myregistry.azurecr.io/adapters/a:0.1",
         "--docker-config=/mnt/push-secret/.dockerconfigjson"]
-    assert tuner["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # Standard_NC24ads_A100_v4: 24 vCPUs, 220 GiB; disk = data 20 + results 10 + cache 1 +
+    # /tmp 1 + logs 1
+    assert tuner["resources"] == {
+        "requests": {"cpu": "17", "memory": "163Gi", "ephemeral-storage": "1Gi",
+                     "nvidia.com/gpu": "1"},
+        "limits": {"memory": "185Gi", "ephemeral-storage": "33Gi", "nvidia.com/gpu": "1"}}
+    env = {e["name"]: e.get("value") for e in tuner["env"]}
+    assert (env["HF_HOME"], env["HOME"]) == ("/mnt/hf-cache", "/tmp")
     assert tuner["terminationMessagePath"] == "/dev/termination-log"
     assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in pod["tolerations"]
     exprs = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
@@ -54,7 +61,12 @@ def test_job_shape(catalog):
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"] == {"name": "config", "configMap": {"name": "workspace-tuning-tuning-config"}}
     assert volumes["push-secret"]["secret"]["secretName"] == "push"
-    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert volumes["data"] == {"name": "data", "emptyDir": {"sizeLimit": "20Gi"}}
+    assert volumes["results"] == {"name": "results", "emptyDir": {"sizeLimit": "10Gi"}}
+    assert volumes["hf-cache"] == {"name": "hf-cache", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert config["metadata"]["name"] == "workspace-tuning-tuning-config"
     doc = yaml.safe_load(config["data"]["training_config.yaml"])
     assert doc["training_config"]["QuantizationConfig"]["load_in_4bit"] is True
@@ -62,8 +74,9 @@ def test_job_shape(catalog):
 
 def test_gpus_follow_the_sku(catalog):
     _, job = build(catalog, instance_type="Standard_NC48ads_A100_v4")
-    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits == {"nvidia.com/gpu": "2"}
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "2"
+    assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == ("35", "328Gi")
 
 
 @pytest.mark.parametrize("source, init", [
@@ -79,7 +92,12 @@ def test_input_init_containers(catalog, source, init):
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["initContainers"]
     assert container | init == container
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/mnt/data"}]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/mnt/data"},
+                                         {"name": "tmp", "mountPath": "/tmp"}]
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "64Mi"},
+        "limits": {"memory": "2Gi", "ephemeral-storage": "512Mi"}}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     if "imagePullSecrets" in source:
         assert pod["imagePullSecrets"] == [{"name": "pull"}]
 
@@ -98,6 +116,22 @@ def test_input_and_output_volumes(catalog):
     assert volumes["config"]["configMap"]["name"] == "mine"
     assert "push-secret" not in volumes
     assert not any(a.startswith("--push") for a in pod["containers"][0]["args"])
+    # a PVC and an Azure file share are not on the node's disk: data, results not counted
+    assert pod["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "3Gi"
+
+
+def test_emptydir_volume_sources_get_a_limit_unless_they_set_one(catalog):
+    changes = {"tuning.input": {"volumeSource": {"emptyDir": {"sizeLimit": "500Mi"}}},
+               "tuning.output": {"volumeSource": {"emptyDir": {}}}}
+    ws = ws_of(changes)
+    _, job = desired_tuning(ws, catalog, SETTINGS, [])
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"]["emptyDir"] == {"sizeLimit": "500Mi"}
+    assert volumes["results"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert ws.tuning.output.volume_source == {"emptyDir": {}}  # the Workspace is unchanged
+    # 500Mi + 10 + 1 + 1 GiB rounds up to 13 GiB, plus 1 GiB of logs
+    assert pod["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "14Gi"
 
 
 def test_download_mode_lets_the_trainer_fetch_the_pinned_model(catalog):
@@ -109,6 +143,8 @@ def test_download_mode_lets_the_trainer_fetch_the_pinned_model(catalog):
     assert f"--model-dir={preset.hugging_face.repo}" in tuner["args"]
     assert f"--revision={preset.hugging_face.revision}" in tuner["args"]
     assert "--allow-download" in tuner["args"]
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["hf-cache"]["emptyDir"] == {"sizeLimit": f"{preset.resources.disk_gib}Gi"}
 
 
 def test_hash_changes_with_the_spec_not_with_the_node(catalog):

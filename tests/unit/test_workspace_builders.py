@@ -10,8 +10,9 @@ from kaito_operator.api.workspace import Workspace
 from kaito_operator.settings import Settings, SettingsError, settings_from_env
 from kaito_operator.workspace.apply import drifted
 from kaito_operator.workspace.machines import build_machine, free_indices
-from kaito_operator.workspace.names import machine_name
+from kaito_operator.workspace.names import machine_name, pull_secret_volume_name
 from kaito_operator.workspace.nodes import choose_nodes
+from kaito_operator.workspace.sizing import disk_limit, host_share, quantity_bytes
 from kaito_operator.workspace.workload import (
     build_headless_service,
     build_service,
@@ -109,10 +110,19 @@ def test_preset_pod_spec(catalog):
     assert "--model-dir=/workspace/weights" in container["args"]
     assert "--served-model-name=phi-3-mini-4k-instruct" in container["args"]
     assert "--dtype=bfloat16" in container["args"]
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # Standard_NC6s_v3: 6 vCPUs, 112 GiB: floor(0.75*6)-1, floor(0.75*112)-2, floor(0.85*112)-2
+    assert container["resources"] == {
+        "requests": {"cpu": "3", "memory": "82Gi", "ephemeral-storage": "1Gi",
+                     "nvidia.com/gpu": "1"},
+        "limits": {"memory": "93Gi", "ephemeral-storage": "2Gi", "nvidia.com/gpu": "1"}}
     assert container["startupProbe"]["failureThreshold"] * 10 >= preset.readiness_timeout_seconds
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 5000}
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in spec["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in spec["volumes"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in spec["volumes"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     exprs = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"]
@@ -124,7 +134,9 @@ def test_gpu_requests_are_all_gpus_of_the_sku(catalog):
     ws = ws_of({"resource.instanceType": "Standard_NC12s_v3"})
     preset = catalog.preset("phi-3-mini-4k-instruct")
     template = preset_template(ws, preset, catalog.sku("Standard_NC12s_v3"), SETTINGS, [])
-    assert template["spec"]["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "2"}
+    requests = template["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["nvidia.com/gpu"] == "2"
+    assert (requests["cpu"], requests["memory"]) == ("8", "166Gi")  # 12 vCPUs, 224 GiB
 
 
 def test_download_mode_uses_base_image_pinned_revision_and_token(catalog):
@@ -154,7 +166,61 @@ def test_adapters_init_containers_strengths_and_pull_secrets(catalog):
     assert "--output=/mnt/adapter/a1" in spec["initContainers"][0]["args"]
     assert "--adapter-strengths=a1=0.3,a2=1.0" in spec["containers"][0]["args"]
     assert spec["imagePullSecrets"] == [{"name": "s1"}]
-    assert {"name": "pull-s1", "secret": {"secretName": "s1"}} in spec["volumes"]
+    volume = pull_secret_volume_name("s1")
+    assert {"name": volume, "secret": {"secretName": "s1"}} in spec["volumes"]
+    first = spec["initContainers"][0]
+    assert "--docker-config-dir=/var/run/secrets/kaito/docker" in first["args"]
+    assert {"name": volume, "mountPath": "/var/run/secrets/kaito/docker/s1",
+            "readOnly": True} in first["volumeMounts"]
+    assert "--docker-config-dir" not in " ".join(spec["initContainers"][1]["args"])
+    # 2 GiB per adapter plus one for a restarted fetch's staging copy; /tmp holds a layer
+    assert {"name": "adapters", "emptyDir": {"sizeLimit": "6Gi"}} in spec["volumes"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "5Gi"}} in spec["volumes"]
+    assert spec["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "12Gi"
+    for init in spec["initContainers"]:
+        assert init["resources"]["limits"] == {"memory": "2Gi", "ephemeral-storage": "512Mi"}
+        assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize("secret", ["acr.pull", "a" * 253, "s1"])
+def test_pull_secret_volume_names_are_short_valid_and_stable(catalog, secret):
+    adapters = [{"source": {"name": "a1", "image": "r.io/a1:1", "imagePullSecrets": [secret]}}]
+    preset = catalog.preset("phi-3-mini-4k-instruct")
+    spec = preset_template(ws_of({"inference.adapters": adapters}), preset, None, SETTINGS,
+                           [])["spec"]
+    names = [v["name"] for v in spec["volumes"] if "secret" in v]
+    assert names == [pull_secret_volume_name(secret)]
+    assert re.fullmatch(r"pull-[0-9a-f]{8}", names[0])
+    assert pull_secret_volume_name(secret) == pull_secret_volume_name(secret)
+    assert pull_secret_volume_name(secret) != pull_secret_volume_name(secret + "x")
+
+
+def test_unknown_sku_gets_conservative_figures_from_the_preset(catalog):
+    small = preset_template(ws_of(), catalog.preset("phi-3-mini-4k-instruct"), None, SETTINGS,
+                            [])["spec"]
+    resources = small["containers"][0]["resources"]
+    # 3.8 B parameters in bfloat16 = 8 GiB: 2 cores, 8 GiB requested, twice that as the limit
+    assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == ("2", "8Gi")
+    assert resources["limits"]["memory"] == "16Gi"
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}} in small[
+        "volumes"]
+    ws = ws_of({"inference.preset.name": "falcon-40b-instruct", "resource.count": 2})
+    big = preset_template(ws, catalog.preset("falcon-40b-instruct"), None, SETTINGS, [])["spec"]
+    assert big["containers"][0]["resources"]["requests"]["memory"] == "64Gi"  # capped
+
+
+def test_download_mode_bounds_the_weights_volume_in_the_disk_limit(catalog):
+    ws = ws_of({"inference.preset.name": "llama-3.1-8b-instruct",
+                "resource.instanceType": "Standard_NC24ads_A100_v4"})
+    preset = catalog.preset("llama-3.1-8b-instruct")
+    spec = preset_template(ws, preset, catalog.sku("Standard_NC24ads_A100_v4"),
+                           Settings(weights="download"), [])["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    disk = preset.resources.disk_gib
+    assert volumes["weights"]["emptyDir"] == {"sizeLimit": f"{disk}Gi"}
+    resources = spec["containers"][0]["resources"]
+    assert resources["limits"]["ephemeral-storage"] == f"{disk + 2}Gi"  # weights, /tmp, logs
+    assert resources["requests"]["ephemeral-storage"] == "1Gi"  # still fits the preset's disk
 
 
 def test_spec_hash_changes_with_strength_only(catalog):
@@ -215,6 +281,34 @@ def test_custom_template_keeps_user_affinity_and_adds_ours():
     assert out["spec"]["tolerations"][0] == {"key": "team", "operator": "Exists"}
     assert len(out["spec"]["tolerations"]) == 3
     assert ws.inference.template == template  # the Workspace itself is not modified
+    assert out["spec"]["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"}}
+    assert out["spec"]["automountServiceAccountToken"] is False
+    assert out["spec"]["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_custom_template_keeps_explicit_security_values():
+    template = {"spec": {
+        "automountServiceAccountToken": True,
+        "securityContext": {"runAsUser": 2000, "seccompProfile": {
+            "type": "Localhost", "localhostProfile": "profiles/vllm.json"}},
+        "initContainers": [{"name": "i", "image": "x", "securityContext": None}],
+        "containers": [{"name": "c", "image": "x", "securityContext": {
+            "capabilities": {"add": ["NET_BIND_SERVICE"]}, "readOnlyRootFilesystem": True}}],
+    }}
+    ws = ws_of({"inference.preset": DELETE, "inference.template": template})
+    spec = custom_template(ws, [])["spec"]
+    assert spec["automountServiceAccountToken"] is True
+    assert spec["securityContext"] == {
+        "runAsUser": 2000, "runAsNonRoot": True, "runAsGroup": 1000, "fsGroup": 1000,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/vllm.json"}}
+    assert spec["containers"][0]["securityContext"] == {
+        "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+        "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
+    assert spec["initContainers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 @pytest.mark.parametrize(
@@ -239,3 +333,30 @@ def test_settings_from_env():
     assert settings.watch_namespaces == ("a", "b")
     with pytest.raises(SettingsError, match="KAITO_WEIGHTS"):
         settings_from_env({"KAITO_WEIGHTS": "torrent"})
+
+
+def test_every_catalog_sku_leaves_room_for_the_node(catalog):
+    preset = catalog.preset("phi-3-mini-4k-instruct")
+    for sku in catalog.skus.values():
+        share = host_share(sku, preset)
+        assert 1 <= share.cpu <= 0.75 * sku.vcpus, sku.name
+        assert 2 <= share.memory_request_gib <= share.memory_limit_gib, sku.name
+        assert share.memory_limit_gib <= 0.85 * sku.memory_gib, sku.name
+        assert 1 <= share.shm_gib <= min(16, share.memory_request_gib), sku.name
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("20Gi", 20 * 2**30), ("500M", 5e8), ("1e9", 1e9), ("1.5Gi", 1.5 * 2**30), (1024, 1024),
+    (".5Ki", 512), ("1E3", 1000), ("2E", 2e18), ("abc", None), ("-1", None), (True, None),
+    ("1Gi ", None), ("1Gi\n", None), ("", None), (None, None)])
+def test_quantities(value, expected):
+    assert quantity_bytes(value) == expected
+
+
+def test_disk_limit_rounds_up_and_skips_memory_and_unparsable_sizes():
+    volumes = [{"name": "a", "emptyDir": {"sizeLimit": "500Mi"}},
+               {"name": "b", "emptyDir": {"sizeLimit": "1Gi"}},
+               {"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+               {"name": "x", "emptyDir": {"sizeLimit": "lots"}},
+               {"name": "p", "persistentVolumeClaim": {"claimName": "c"}}]
+    assert disk_limit(volumes) == 2
