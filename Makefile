@@ -8,13 +8,14 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test lint demo crds images clean
+.PHONY: help venv test lint demo crds images locks clean
 
 help:
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make demo   set up .venv and run the product's main flow locally"
 	@echo "make crds   regenerate crds/ (and the charts' copies) from the API models"
 	@echo "make images build the operator, inference, tuning and preset images (Docker)"
+	@echo "make locks  regenerate the hash-pinned lock files of the images (needs uv, PyPI)"
 
 # Debian packages the tests run for real: an OCI registry on loopback.
 SYSTEM_DEPS := /usr/bin/docker-registry
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml | $(SYSTEM_DEPS)
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check kaito_operator inference_server tuning_job tests benchmarks
+	$(VENV)/bin/ruff check kaito_operator kaito_egress inference_server tuning_job tests benchmarks
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -58,6 +59,10 @@ images:
 	docker build -f Dockerfile.inference --target tuning -t $(REGISTRY)/kaito-tuning:$(TAG) .
 	docker build -f Dockerfile.inference --target preset --build-arg PRESET=$(PRESET) \
 		-t $(REGISTRY)/kaito-$(PRESET):$(TAG) .
+
+# The images install from these hash-pinned locks (locks/update.sh says how they are made).
+locks:
+	UV=$${UV:-uv} sh locks/update.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

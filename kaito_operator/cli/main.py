@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatalogError as exc:
         sys.stderr.write(f"error: the preset catalog is broken: {exc}\n")
         return 2
-    return int(args.run(args, catalog))
+    try:
+        return int(args.run(args, catalog))
+    except BrokenPipeError:
+        # The reader went away (`kaito validate ... | head`): stop quietly, and point stdout at
+        # /dev/null so that the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.catalog import Catalog
-from kaito_operator.cli.validate_cmd import check_file
+from kaito_operator.cli.validate_cmd import check_file, emit, exit_status, printable
 from kaito_operator.settings import Settings, SettingsError, settings_from_env
 from kaito_operator.validation import errors
 from kaito_operator.workspace.machines import build_machine
@@ -36,24 +35,27 @@ def render_workspace(ws: Workspace, catalog: Catalog, settings: Settings) -> lis
 
 
 def render_command(args: argparse.Namespace, catalog: Catalog) -> int:
+    """Exit 2 when a file cannot be read or parsed, 1 when a Workspace is invalid (nothing is
+    printed then), 0 with the rendered objects on standard output."""
     try:
         settings = settings_from_env(os.environ)
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    checks = [check_file(name, catalog) for name in args.files]
+    for check in checks:
+        name = printable(check.name)
+        if check.error is not None:
+            emit(f"{name}: error: {printable(check.error)}\n", sys.stderr)
+        for label, found in check.results:
+            for finding in errors(found):
+                emit(f"{name}: {label}: error: {printable(str(finding))}\n", sys.stderr)
+    status = exit_status(checks)
+    if status:
+        return status
     documents: list[dict[str, Any]] = []
-    failed = False
-    for name in args.files:
-        for label, found in check_file(Path(name), catalog):
-            if errors(found):
-                failed = True
-                for finding in errors(found):
-                    sys.stderr.write(f"{name}: {label}: error: {finding}\n")
-    if failed:
-        return 1
-    for name in args.files:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text()
-        for doc in yaml.safe_load_all(text):
+    for check in checks:
+        for doc in check.documents:
             if not isinstance(doc, dict) or doc.get("kind") != "Workspace":
                 continue
             doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)

@@ -10,11 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from kaito_operator.catalog import Catalog
 from kaito_operator.sandbox.state import read_state, sandbox_dir
@@ -107,13 +105,23 @@ def status(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def apply(args: argparse.Namespace, catalog: Catalog) -> int:
+    from kaito_operator.cli.inputs import InputError
+    from kaito_operator.cli.validate_cmd import read_documents
     from kaito_operator.validation import errors, validate_workspace
 
     state = _need()
+    try:
+        docs = read_documents(args.file)
+    except InputError as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
     with httpx.Client(base_url=state["api"], timeout=10) as http:
-        for doc in yaml.safe_load_all(Path(args.file).read_text()):
+        for doc in docs:
             if not isinstance(doc, dict):
                 continue
+            if not isinstance(doc.get("metadata", {}), dict):
+                print(f"error: {args.file}: metadata must be a mapping", file=sys.stderr)
+                return 1
             ns = doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
             name = doc["metadata"].get("name")
             if doc.get("kind") == "Workspace":

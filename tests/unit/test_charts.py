@@ -39,7 +39,11 @@ CASES: dict[tuple[str, str], dict[str, Any]] = {
         "extraEnv": [{"name": "KAITO_BASE_IMAGE", "value": "example.io/kaito-base:1"}],
         "nvidiaDevicePlugin": {"enabled": False}, "presetConfigs": {"create": False},
     },
-    ("kaito-workspace", "operator-certs"): {"webhook": {"tls": "operator"}},
+    ("kaito-workspace", "operator-certs"): {
+        "webhook": {"tls": "operator"},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "nvidiaDevicePlugin": {"imageDigest": "sha256:" + "b" * 64},
+    },
     ("kaito-workspace", "cert-manager-cluster-issuer"): {
         "webhook": {"tls": "cert-manager",
                     "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
@@ -50,7 +54,8 @@ CASES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("gpu-provisioner", "defaults"): {},
     ("gpu-provisioner", "aks"): {"azure": AZURE, "settings": {"gcGracePeriod": "30m"},
-                                 "rbac": {"eventsNamespace": "kube-system"}},
+                                 "rbac": {"eventsNamespace": "kube-system"},
+                                 "image": {"tag": "0.1.0", "digest": "sha256:" + "c" * 64}},
     ("gpu-provisioner", "no-workload-identity"): {
         "azure": dict(AZURE, armEndpoint="https://management.usgovcloudapi.net"),
         "workloadIdentity": {"enabled": False},
@@ -276,6 +281,48 @@ def test_operator_mode_lets_kopf_manage_the_configuration():
     assert {tuple(r["verbs"]) for r in hooks} == {("create",), ("patch",)}
     (patch,) = [r for r in hooks if r["verbs"] == ["patch"]]
     assert patch["resourceNames"] == ["kaito-workspace-kaito-workspace"]
+
+
+# --- image digests -----------------------------------------------------------------------------
+
+
+def images(docs: list[dict]) -> list[str]:
+    return sorted(c["image"] for d in docs if d["kind"] in ("Deployment", "DaemonSet")
+                  for c in d["spec"]["template"]["spec"]["containers"])
+
+
+PLUGIN = "nvcr.io/nvidia/k8s-device-plugin:v0.17.2"
+OPERATOR = "mcr.microsoft.com/aks/kaito/kaito-operator"
+
+
+@pytest.mark.parametrize(
+    ("chart", "case", "expected"),
+    [
+        ("kaito-workspace", "defaults", [OPERATOR + ":{app}", PLUGIN]),
+        ("kaito-workspace", "operator-certs",
+         [OPERATOR + "@sha256:" + "a" * 64, PLUGIN + "@sha256:" + "b" * 64]),
+        ("gpu-provisioner", "defaults", [OPERATOR + ":{app}"]),
+        ("gpu-provisioner", "aks", [OPERATOR + "@sha256:" + "c" * 64]),
+    ],
+)
+def test_images_are_pulled_by_digest_when_one_is_given(chart, case, expected):
+    app = yaml.safe_load((CHARTS / chart / "Chart.yaml").read_text())["appVersion"]
+    rendered = images(render(chart, CASES[(chart, case)]))
+    assert rendered == sorted(image.format(app=app) for image in expected)
+
+
+@pytest.mark.parametrize("digest", [
+    "sha256:" + "a" * 63, "sha256:" + "A" * 64, "sha512:" + "a" * 128, "a" * 64, "latest",
+    "sha256:" + "a" * 64 + "0", " sha256:" + "a" * 64,
+])
+@pytest.mark.parametrize("chart", ["kaito-workspace", "gpu-provisioner"])
+def test_malformed_digests_are_refused_by_the_schema(chart, digest):
+    loaded = helm.Chart.load(CHARTS / chart)
+    with pytest.raises(helm.HelmValuesError):
+        loaded.validate_schema({"image": {"digest": digest}})
+    if chart == "kaito-workspace":
+        with pytest.raises(helm.HelmValuesError):
+            loaded.validate_schema({"nvidiaDevicePlugin": {"imageDigest": digest}})
 
 
 # --- optional parts and NOTES ------------------------------------------------------------------

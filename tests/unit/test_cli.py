@@ -84,22 +84,22 @@ def test_validate_multi_document_file_skips_other_kinds(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("content", "words"),
+    ("content", "code", "words"),
     [
-        ("a: [unclosed", "not valid YAML"),
-        ("apiVersion: v1\nkind: ConfigMap\n", "holds no Workspace"),
+        ("a: [unclosed", 2, "unreadable: not valid YAML"),
+        ("apiVersion: v1\nkind: ConfigMap\n", 1, "holds no Workspace"),
     ],
 )
-def test_validate_bad_files(capsys, tmp_path, content, words):
+def test_validate_bad_files(capsys, tmp_path, content, code, words):
     path = tmp_path / "f.yaml"
     path.write_text(content)
-    code, out, _ = run(capsys, "validate", str(path))
-    assert code == 1 and words in out
+    status, out, _ = run(capsys, "validate", str(path))
+    assert status == code and words in out
 
 
 def test_validate_missing_file(capsys, tmp_path):
     code, out, _ = run(capsys, "validate", str(tmp_path / "nope.yaml"))
-    assert code == 1 and "cannot read" in out
+    assert code == 2 and "unreadable: cannot open: No such file or directory" in out
 
 
 def test_validate_json_output(capsys, tmp_path):

@@ -1,7 +1,8 @@
 """The Dockerfiles cannot be built here (no Docker engine), so check what a build would need:
 every path they COPY exists and is not excluded by .dockerignore, every module they run exists,
-every command is an installed entry point, extras and pins match pyproject.toml, images are
-pinned, and the runtime user is not root."""
+every command is an installed entry point, dependencies are installed only from hash-pinned
+locks that satisfy pyproject.toml, base images are pinned by digest, and the runtime user is not
+root."""
 
 from __future__ import annotations
 
@@ -125,21 +126,100 @@ def test_tuning_stage_runs_the_trainer_package():
     assert (ROOT / "tuning_job/__init__.py").exists()
     assert ("COPY", "tuning_job ./tuning_job") in instructions("Dockerfile.inference")
     tuning = (ROOT / "Dockerfile.inference").read_text().split("AS tuning", 1)[1]
-    assert 'pip install ".[tuning,qlora]"' in tuning
+    assert "-r /src/locks/tuning.txt" in tuning
     assert 'CMD ["python", "-m", "tuning_job", "--config", "/mnt/config/training_config.yaml"]' in tuning
 
 
-def test_extras_and_pins_match_pyproject():
-    extras = PYPROJECT["project"]["optional-dependencies"]
-    operator = (ROOT / "Dockerfile.operator").read_text()
-    inference = (ROOT / "Dockerfile.inference").read_text()
-    assert 'pip install ".[operator]"' in operator and "torch" not in operator.lower().replace(
-        "no torch", "")
-    for extra in re.findall(r'pip install "\.\[([a-z,]+)\]"', operator + inference):
-        assert set(extra.split(",")) <= set(extras), extra
-    torch_pin = next(d for d in extras["inference"] if d.startswith("torch=="))
-    assert f'pip install "{torch_pin}"' in inference
-    assert re.search(r'pip install "\.\[tuning,qlora\]"', inference)
+# --- hash-pinned locks ------------------------------------------------------------------------
+
+#: lock file -> (the pyproject extras it must satisfy, the stages that install it)
+LOCKS = {
+    "operator.txt": (["operator"], [("Dockerfile.operator", "build")]),
+    "inference.txt": (["inference"], [("Dockerfile.inference", "base")]),
+    "tuning.txt": (["inference", "tuning", "qlora"], [("Dockerfile.inference", "tuning")]),
+}
+LOCK_INSTALL = re.compile(
+    r"pip install --require-hashes --no-deps --only-binary :all: -r (\S*locks/([a-z]+\.txt))$")
+PROJECT_INSTALL = "pip install --no-deps --no-build-isolation --no-index ."
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_entries(name: str) -> dict[str, tuple[str, list[str]]]:
+    """{package: (version, sha256 hashes)} of one lock file."""
+    text = (ROOT / "locks" / name).read_text().replace("\\\n", " ")
+    entries = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith((" ", "#")):
+            pin, *rest = line.split()
+            package, version = pin.split("==")
+            hashes = [w.removeprefix("--hash=sha256:") for w in rest if w.startswith("--hash=")]
+            entries[canonical(package)] = (version, hashes)
+    return entries
+
+
+def stage_runs(name: str) -> dict[str, list[str]]:
+    """The RUN commands of each stage, split at `&&`."""
+    stages: dict[str, list[str]] = {}
+    current = ""
+    for keyword, args in instructions(name):
+        if keyword == "FROM":
+            current = args.split()[-1] if " AS " in args else args
+            stages[current] = []
+        elif keyword == "RUN":
+            stages[current] += [" ".join(part.split()) for part in args.split("&&")]
+    return stages
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_each_lock_is_installed_with_hashes_by_its_image(lock):
+    for dockerfile, stage in LOCKS[lock][1]:
+        runs = stage_runs(dockerfile)[stage]
+        installed = [m.group(2) for r in runs if (m := LOCK_INSTALL.search(r))]
+        assert installed == [lock], runs
+        source = next(m.group(1) for r in runs if (m := LOCK_INSTALL.search(r)))
+        copied = [a.split() for k, a in instructions(dockerfile) if k == "COPY"]
+        assert [f"locks/{lock}", source] in copied, f"{dockerfile} must COPY locks/{lock}"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_nothing_is_installed_past_the_locks(name):
+    """Every pip command installs a lock with hashes, or the project alone without an index."""
+    for stage, runs in stage_runs(name).items():
+        for run in runs:
+            if "pip install" in run:
+                assert LOCK_INSTALL.search(run) or run.endswith(PROJECT_INSTALL), (stage, run)
+    first = "build" if name == "Dockerfile.operator" else "base"
+    assert any(r.endswith(PROJECT_INSTALL) for r in stage_runs(name)[first])
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_locks_pin_every_requirement_with_hashes(lock):
+    from packaging.requirements import Requirement
+
+    entries = lock_entries(lock)
+    project = PYPROJECT["project"]
+    wanted = list(project["dependencies"])
+    for extra in LOCKS[lock][0]:
+        wanted += project["optional-dependencies"][extra]
+    wanted += [line for line in (ROOT / "locks/build.in").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for spec in map(Requirement, wanted):
+        assert canonical(spec.name) in entries, f"{lock} lacks {spec.name}: run locks/update.sh"
+        version = entries[canonical(spec.name)][0]
+        assert spec.specifier.contains(version, prereleases=True), (
+            f"{lock} pins {spec.name}=={version}, pyproject wants {spec}: run locks/update.sh")
+    for package, (_, hashes) in entries.items():
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), package
+    assert ("torch" in entries) == ("inference" in LOCKS[lock][0])
+
+
+def test_tuning_image_keeps_every_version_of_the_base_image():
+    base, tuning = lock_entries("inference.txt"), lock_entries("tuning.txt")
+    assert {p: v for p, (v, _) in base.items()} == {
+        p: v for p, (v, _) in tuning.items() if p in base}
 
 
 def test_preset_download_reads_the_pinned_revision():
@@ -164,7 +244,13 @@ def test_images_are_pinned_and_run_as_non_root(name):
                 assert not image.endswith(":latest") and ":" in image, image
     users = [a for k, a in steps if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", args["PYTHON_IMAGE"])
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}",
+                        args["PYTHON_IMAGE"])
+    stages = {a.split()[-1] for k, a in steps if k == "FROM" and " AS " in a}
+    for keyword, value in steps:
+        if keyword == "FROM":
+            image = args.get(value.split()[0].strip("${}"), value.split()[0])
+            assert image in stages or "@sha256:" in image, f"{name}: FROM {image} has no digest"
 
 
 def test_inference_image_has_the_three_targets():

@@ -36,3 +36,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The operator image: `<repository>@<digest>` when image.digest is set (the digest decides
+what runs, whatever the tag), otherwise `<repository>:<tag or appVersion>`. */}}
+{{- define "gpu-provisioner.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}

@@ -58,3 +58,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "kaito-workspace.issuer" -}}
 {{- printf "%s-selfsigned" (include "kaito-workspace.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The operator image: `<repository>@<digest>` when image.digest is set (the digest decides
+what runs, whatever the tag), otherwise `<repository>:<tag or appVersion>`. */}}
+{{- define "kaito-workspace.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* The NVIDIA device plugin image, `@<imageDigest>` appended when one is set. */}}
+{{- define "kaito-workspace.devicePluginImage" -}}
+{{- with .Values.nvidiaDevicePlugin }}
+{{- if .imageDigest }}
+{{- printf "%s@%s" .image .imageDigest }}
+{{- else }}
+{{- .image }}
+{{- end }}
+{{- end }}
+{{- end }}
