@@ -44,6 +44,7 @@ from inference_server.oci_client import (  # noqa: F401 - re-exported: callers i
     load_auths,
     parse_reference,
 )
+from kaito_egress.flags import add_limit_flags, at_most, limits_from
 from kaito_egress.guard import EgressError, EgressGuard
 from kaito_egress.limits import (
     Budget,
@@ -278,24 +279,6 @@ def _report_failure(message: str, termination_log: str) -> None:
             pass
 
 
-def _at_most(limit: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 0 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"must be between 0 and {limit}, not {text}")
-        return value
-    return parse
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The flags the workspace controller's init containers pass."""
     parser = argparse.ArgumentParser(prog="fetch_adapter", description=__doc__.split("\n")[0])
@@ -303,22 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="directory to fill (replaced)")
     parser.add_argument("--docker-config-dir", help="dir of mounted dockerconfigjson secrets")
     parser.add_argument("--insecure", action="store_true", help="plain http to the registry")
-    parser.add_argument("--retries", type=_at_most(20), default=5, help="retries per request")
-    d = DEFAULT_LIMITS
-    parser.add_argument("--deadline", type=_positive(float), default=d.deadline_s,
-                        help="seconds for the whole pull")
-    parser.add_argument("--max-blob-bytes", type=_positive(int), default=d.max_file_bytes,
-                        help="cap on one blob and on one decompressed layer")
-    parser.add_argument("--max-total-bytes", type=_positive(int), default=d.max_total_bytes,
-                        help="cap on the adapter's blobs and on its unpacked files")
-    parser.add_argument("--max-ratio", type=_positive(float), default=d.max_ratio,
-                        help="largest decompression ratio of a gzip layer")
-    parser.add_argument("--min-rate", type=float, default=d.min_rate,
-                        help="bytes/s below which a transfer counts as stalled")
-    parser.add_argument("--stall-window", type=_positive(float), default=d.rate_window_s,
-                        help="seconds over which --min-rate is measured")
-    parser.add_argument("--allow-private", action="store_true", default=None,
-                        help="allow registries on private (RFC 1918, CGNAT, ULA) addresses")
+    parser.add_argument("--retries", type=at_most(20), default=5, help="retries per request")
+    add_limit_flags(parser, DEFAULT_LIMITS, file_flag="--max-blob-bytes", help_={
+        "deadline": "seconds for the whole pull",
+        "file": "cap on one blob and on one decompressed layer",
+        "total": "cap on the adapter's blobs and on its unpacked files",
+        "ratio": "largest decompression ratio of a gzip layer",
+        "private": "allow registries on private (RFC 1918, CGNAT, ULA) addresses"})
     parser.add_argument("--termination-log", default=os.environ.get(
         "KAITO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG), help="where the failure line goes")
     return parser
@@ -337,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         auths = load_auths(args.docker_config_dir)
-        limits = TransferLimits(deadline_s=args.deadline, max_file_bytes=args.max_blob_bytes,
-                                max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio,
-                                min_rate=args.min_rate, rate_window_s=args.stall_window)
+        limits = limits_from(args)
         guard = EgressGuard.from_env(allow_private=args.allow_private)
         digest, files = fetch(args.image, Path(args.output), auths, insecure=args.insecure,
                               retries=args.retries, guard=guard, limits=limits)

@@ -18,11 +18,11 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from kaito_egress.flags import add_limit_flags, at_most, limits_from
 from kaito_egress.guard import EgressError, EgressGuard
 from kaito_egress.http import guarded_client, open_stream, parse_url, raw_chunks
 from kaito_egress.limits import (
@@ -151,46 +151,19 @@ def download_all(urls: list[str], output: Path, *, retries: int = 4, backoff: fl
     return written
 
 
-def _at_most(limit: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 0 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"must be between 0 and {limit}, not {text}")
-        return value
-    return parse
-
-
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    d = DEFAULT_LIMITS
     parser = argparse.ArgumentParser(prog="tuning_job.download",
                                      description="download tuning input URLs")
     parser.add_argument("urls", nargs="+", help="http(s) URLs of dataset files")
     parser.add_argument("--output", default="/mnt/data", help="directory to fill")
-    parser.add_argument("--retries", type=_at_most(20), default=4, help="retries per URL")
+    parser.add_argument("--retries", type=at_most(20), default=4, help="retries per URL")
     parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay (s)")
-    parser.add_argument("--deadline", type=_positive(float), default=d.deadline_s,
-                        help="seconds for all the downloads together")
-    parser.add_argument("--max-file-bytes", type=_positive(int), default=d.max_file_bytes,
-                        help="cap on one file (decompressed)")
-    parser.add_argument("--max-total-bytes", type=_positive(int), default=d.max_total_bytes,
-                        help="cap on all files together (decompressed)")
-    parser.add_argument("--max-ratio", type=_positive(float), default=d.max_ratio,
-                        help="largest decompression ratio of a compressed transfer")
-    parser.add_argument("--min-rate", type=float, default=d.min_rate,
-                        help="bytes/s below which a transfer counts as stalled")
-    parser.add_argument("--stall-window", type=_positive(float), default=d.rate_window_s,
-                        help="seconds over which --min-rate is measured")
-    parser.add_argument("--allow-private", action="store_true", default=None,
-                        help="allow private (RFC 1918, CGNAT, ULA) addresses")
+    add_limit_flags(parser, DEFAULT_LIMITS, file_flag="--max-file-bytes", help_={
+        "deadline": "seconds for all the downloads together",
+        "file": "cap on one file (decompressed)",
+        "total": "cap on all files together (decompressed)",
+        "ratio": "largest decompression ratio of a compressed transfer",
+        "private": "allow private (RFC 1918, CGNAT, ULA) addresses"})
     parser.add_argument("--termination-log", default=None, help="where the failure line goes")
     return parser
 
@@ -204,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         report_failure("download: invalid arguments (see usage above)", termination_log(None))
         return 1
     log = termination_log(args.termination_log)
-    limits = TransferLimits(deadline_s=args.deadline, max_file_bytes=args.max_file_bytes,
-                            max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio,
-                            min_rate=args.min_rate, rate_window_s=args.stall_window)
+    limits = limits_from(args)
     try:
         download_all(args.urls, Path(args.output), retries=args.retries, backoff=args.backoff,
                      limits=limits, guard=EgressGuard.from_env(allow_private=args.allow_private))
