@@ -9,6 +9,8 @@ operator and its client authenticate the same way.
 
 from __future__ import annotations
 
+import json
+import re
 import ssl
 import uuid
 from collections.abc import Mapping
@@ -52,14 +54,60 @@ STATEFULSETS = Kind("apps", "v1", "statefulsets", "StatefulSet", True)
 JOBS = Kind("batch", "v1", "jobs", "Job", True)
 
 
-class ApiError(Exception):
-    """A non-2xx answer; `status` is the HTTP code, `reason` the Status reason."""
+#: metav1.StatusReason by HTTP code, for answers whose body names no (usable) reason.
+STATUS_REASONS = {
+    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+    405: "MethodNotAllowed", 406: "NotAcceptable", 409: "Conflict", 410: "Expired",
+    413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 422: "Invalid",
+    429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+}
+#: What a Status reason must look like to be reused as a condition reason (CamelCase word).
+_REASON_WORD = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
+#: Longest API message kept on an ApiError (a 422 can list hundreds of causes).
+MAX_API_MESSAGE = 512
+_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+
+def one_line(text: str, limit: int = MAX_API_MESSAGE) -> str:
+    """`text` with runs of whitespace (newlines included) collapsed, cut to `limit` chars."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def status_reason(status: int, reason: str | None) -> str:
+    """The Status reason of an answer: the body's when it is a CamelCase word, else the
+    standard one for the HTTP code ("Invalid" for 422, "InternalError" for 500)."""
+    if reason and _REASON_WORD.fullmatch(reason):
+        return reason
+    return STATUS_REASONS.get(status, "InternalError" if status >= 500 else "BadRequest")
+
+
+def describe_request(method: str, path: str) -> str:
+    """`create apps/v1 deployments in ns`, `patch v1 services/web in ns`: what a failed
+    request was trying to do, from its method and API path."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        group_version, rest = "/".join(parts[1:2]), parts[2:]
+    else:
+        group_version, rest = "/".join(parts[1:3]), parts[3:]
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    target = "/".join(rest) or "?"
+    where = f" in {namespace}" if namespace else ""
+    return f"{_VERBS.get(method.upper(), method.lower())} {group_version} {target}{where}"
+
+
+class ApiError(Exception):
+    """A non-2xx answer; `status` is the HTTP code, `reason` the Status reason, `message` the
+    API server's message (one line, bounded), `action` what the request was doing."""
+
+    def __init__(self, status: int, reason: str, message: str, action: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.action = action
 
 
 @dataclass(frozen=True)
@@ -100,6 +148,22 @@ def _ssl_context(conn: Connection) -> ssl.SSLContext | bool:
     return context
 
 
+async def _api_error(response: aiohttp.ClientResponse, method: str, path: str) -> ApiError:
+    """The ApiError for a non-2xx answer, whatever its body: a Status object, other JSON, an
+    HTML page of a proxy, or nothing."""
+    text = (await response.content.read(65536)).decode("utf-8", "replace")
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    message = data.get("message")
+    message = str(message) if message else text or str(response.reason or "")
+    return ApiError(response.status, status_reason(response.status, str(data.get("reason") or "")),
+                    one_line(message), describe_request(method, path))
+
+
 class KubeClient:
     """Async JSON client; create it inside the event loop that will use it."""
 
@@ -132,15 +196,9 @@ class KubeClient:
             kwargs["json"] = body
             kwargs["headers"] = {"Content-Type": content_type}
         async with self._session.request(method, self._base + path, **kwargs) as response:
-            data = await response.json(content_type=None) if response.content_length != 0 else {}
             if response.status >= 400:
-                data = data if isinstance(data, dict) else {}
-                raise ApiError(
-                    response.status,
-                    str(data.get("reason") or response.reason),
-                    str(data.get("message") or ""),
-                )
-            return data
+                raise await _api_error(response, method, path)
+            return await response.json(content_type=None) if response.content_length != 0 else {}
 
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any]:
         return await self._request("GET", kind.path(namespace, name))
@@ -244,5 +302,5 @@ class KubeClient:
         }
         try:
             await self.create(EVENTS, body)
-        except (ApiError, aiohttp.ClientError):
+        except (ApiError, aiohttp.ClientError, TimeoutError):
             pass

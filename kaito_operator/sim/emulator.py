@@ -4,7 +4,8 @@ kmock 0.8 parses and routes requests and serves discovery; its object handling l
 operators rely on (see STACK-NOTES.md "kmock ... with kopf").  This subclass keeps kmock's
 request parsing, DSL reactions and discovery scaffold, and replaces object handling by
 :class:`~kaito_operator.sim.store.Store`.  User reactions (``emulator['patch', ...] << 500``) still
-take precedence over the emulated behaviour, which lets tests inject faults.
+take precedence over the emulated behaviour; ``faults`` (an
+:class:`~kaito_operator.sim.api_faults.ApiFaultTable`) answers chosen requests with an error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import kmock
 from kmock._internal import apps, enums, parsing, references, rendering
 
 from kaito_operator.sim import errors
+from kaito_operator.sim.api_faults import ApiFaultTable
 from kaito_operator.sim.collector import collect_garbage
 from kaito_operator.sim.errors import ApiError
 from kaito_operator.sim.patching import (
@@ -67,6 +69,7 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
     watches: WatchHub = attrs.field(init=False)
     _gc_scheduled: bool = attrs.field(default=False, init=False)
     gc_errors: list[ApiError] = attrs.field(factory=list, init=False)
+    faults: ApiFaultTable = attrs.field(factory=ApiFaultTable, init=False)
     # kmock keeps every request (bodies included) for its DSL assertions; a long-lived sandbox
     # would grow without bound, so only the most recent ones are kept.
     history_limit: int = 100_000
@@ -322,6 +325,11 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
         if params.get("dryRun") not in (None, "", "All"):
             raise errors.bad_request(f"unsupported dryRun value {params['dryRun']!r}")
         ns, name, data = target.namespace, target.name, request.data
+        body_meta = data.get("metadata") if isinstance(data, dict) else None
+        named = name or (body_meta.get("name") if isinstance(body_meta, dict) else None)
+        fault = self.faults.take(verb, target.group, target.plural, ns, named, target.subresource)
+        if fault is not None:
+            raise fault
         store = self.store
         if verb == "watch":
             return _ok(self.watches.open(rtype, target, params))

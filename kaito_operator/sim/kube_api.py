@@ -18,6 +18,8 @@ Deviations from a real API server, kept on purpose (small, documented):
 - no controllers besides garbage collection and namespace termination: Deployments,
   StatefulSets and Jobs never get pods, nodes never get ready, nobody writes their status;
 - subresources other than ``status`` (scale, log, exec, binding, eviction) answer 404.
+
+Faults: ``inject(ApiFault("create", "deployments", 422, "..."))`` makes matching requests fail.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from typing import Self, TypeVar
 
 import aiohttp.web
 
+from kaito_operator.sim.api_faults import ApiFault
 from kaito_operator.sim.emulator import FaithfulKubernetesEmulator, RequestRecord
 from kaito_operator.sim.store import ResourceType
 
 __all__ = [
+    "ApiFault",
     "KubeApiEmulator",
     "MACHINE",
     "RequestRecord",
@@ -92,7 +96,7 @@ class KubeApiEmulator:
         extra_types: tuple[ResourceType, ...] = (),
         host: str = "127.0.0.1",
         port: int = 0,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = 30.0,
         shutdown_timeout: float = 5.0,
         history_size: int = 10_000,
     ) -> None:
@@ -128,6 +132,13 @@ class KubeApiEmulator:
     def clear_requests(self) -> None:
         with self.emulator._log_lock:
             self.emulator.request_log.clear()
+
+    def inject(self, fault: ApiFault) -> ApiFault:
+        """Answer the requests `fault` matches with its error until `remove(fault)`."""
+        return self.emulator.faults.add(fault)
+
+    def remove(self, fault: ApiFault) -> None:
+        self.emulator.faults.remove(fault)
 
     def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
         """Run `fn` on the emulator's loop (e.g. to read ``emulator.store``); return its result."""

@@ -13,7 +13,12 @@ from typing import Any
 import kopf
 
 from kaito_operator.kopf_support import connect_with
-from kaito_operator.validation import errors, summary, validate_workspace
+from kaito_operator.validation import (
+    errors,
+    policy_from_settings,
+    summary,
+    validate_workspace,
+)
 from kaito_operator.workspace.names import FINALIZER, WORKSPACE_LABEL
 from kaito_operator.workspace.runtime import WorkspaceRuntime
 
@@ -76,7 +81,7 @@ def build_registry(
     @kopf.on.create(*WORKSPACE, registry=registry)
     @kopf.on.update(*WORKSPACE, registry=registry)
     async def changed(namespace: str, name: str, **_: Any) -> None:
-        runtime.trigger(namespace, name)
+        runtime.trigger(namespace, name, urgent=True)  # a new spec does not wait out a backoff
 
     @kopf.timer(*WORKSPACE, interval=runtime.settings.requeue_seconds, registry=registry)
     async def requeue(namespace: str, name: str, **_: Any) -> None:
@@ -97,8 +102,11 @@ def build_registry(
         @kopf.on.validate(*WORKSPACE, id=WEBHOOK_ID, registry=registry,
                           operations=["CREATE", "UPDATE"])
         def admit(body: kopf.Body, old: kopf.Body | None, **_: Any) -> None:
+            if body.get("metadata", {}).get("deletionTimestamp"):
+                return  # going away: only finalizers can still change
             previous = dict(old) if old else None
-            found = errors(validate_workspace(dict(body), runtime.catalog, previous))
+            found = errors(validate_workspace(dict(body), runtime.catalog, previous,
+                                              policy_from_settings(runtime.settings)))
             if found:
                 raise kopf.AdmissionError(summary(found), code=400)
 

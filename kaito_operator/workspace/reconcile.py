@@ -5,7 +5,8 @@ choose nodes and create the Machines for the missing ones; once the nodes are re
 the Service(s) and the Deployment/StatefulSet; observe the workload and its pods; write the
 conditions computed from what was seen. Tuning Workspaces get the config ConfigMap and the Job
 instead of the inference workload (a changed spec deletes the Job; the next pass creates the
-new one). Nothing here waits: the caller looks again later.
+new one). Nothing here waits: the caller looks again later. A pass that raises is shown by
+`show_failure` (WorkspaceReady=False with the error, and a Warning Event).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from kaito_operator.kube import (
     KubeClient,
 )
 from kaito_operator.settings import Settings
-from kaito_operator.validation import errors, summary, validate_workspace
+from kaito_operator.validation import (
+    errors,
+    policy_from_settings,
+    summary,
+    validate_workspace,
+)
 from kaito_operator.workspace import status as st
 from kaito_operator.workspace.apply import ensure
 from kaito_operator.workspace.machines import build_machine, free_indices
@@ -212,8 +218,35 @@ async def write_status(
                                 f"{cond['type']}={cond['status']}: {cond['message']}", deps.now())
 
 
+def shown_failure(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of the WorkspaceReady condition the Workspace shows, when False."""
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == st.WORKSPACE_READY and cond.get("status") == "False":
+            return str(cond.get("reason")), str(cond.get("message"))
+    return None
+
+
+async def show_failure(
+    body: dict[str, Any], reason: str, message: str, deps: Deps, announce: bool
+) -> None:
+    """Show a failed pass: `WorkspaceReady=False` with `reason` and `message` (the other
+    conditions are kept), and a Warning Event when `announce`. Raises when the status write
+    fails (the caller logs it and retries later)."""
+    meta = body["metadata"]
+    previous = (body.get("status") or {}).get("conditions") or []
+    rendered = st.failed_pass_conditions(previous, reason, message,
+                                         int(meta.get("generation") or 0), deps.now())
+    if rendered != previous:
+        await deps.client.patch(WORKSPACES, meta["name"], {"status": {"conditions": rendered}},
+                                meta["namespace"], status=True)
+    if announce:
+        await deps.client.event(body, "Warning", reason, f"{st.WORKSPACE_READY}=False: {message}",
+                                deps.now())
+
+
 async def reconcile(body: dict[str, Any], deps: Deps) -> Outcome:
-    found = errors(validate_workspace(body, deps.catalog))
+    found = errors(validate_workspace(body, deps.catalog,
+                                      policy=policy_from_settings(deps.settings)))
     if found:
         invalid = st.Observed(invalid=summary(found))
         await write_status(body, st.compute_conditions(None, invalid), None, deps)

@@ -258,3 +258,13 @@ def transitions(
     """Conditions whose status or reason changed: each becomes an Event."""
     old = {c["type"]: (c.get("status"), c.get("reason")) for c in before}
     return [c for c in after if old.get(c["type"]) != (c["status"], c["reason"])]
+
+
+def failed_pass_conditions(
+    previous: list[dict[str, Any]], reason: str, message: str, generation: int, now: str
+) -> list[dict[str, Any]]:
+    """The conditions after a pass that failed: `WorkspaceReady=False` with the failure's
+    reason and message; the other conditions stay as last observed."""
+    (ready,) = render_conditions([Cond(WORKSPACE_READY, False, reason, message)], previous,
+                                 generation, now)
+    return [*(c for c in previous if c.get("type") != WORKSPACE_READY), ready]

@@ -27,5 +27,5 @@ def namespace() -> str:
 @pytest.fixture
 def http(kube_api: KubeApiEmulator) -> Iterator[httpx.Client]:
     """A plain HTTP client on the emulator (loopback only, bounded timeouts)."""
-    with httpx.Client(base_url=kube_api.url, timeout=10.0) as client:
+    with httpx.Client(base_url=kube_api.url, timeout=30.0) as client:
         yield client

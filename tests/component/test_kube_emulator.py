@@ -43,7 +43,7 @@ def create(http: httpx.Client, url: str, body: dict[str, Any]) -> dict[str, Any]
     return rsp.json()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     """Poll with a deadline (never unbounded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -558,9 +558,9 @@ def test_watch_without_version_lists_then_streams_live(
 ) -> None:
     create(http, ws_url(namespace), workspace("live-1"))
     events: list[dict[str, Any]] = []
-    with httpx.Client(base_url=kube_api.url, timeout=5.0) as other:
+    with httpx.Client(base_url=kube_api.url, timeout=30.0) as other:
         with http.stream(
-            "GET", ws_url(namespace), params={"watch": "true", "timeoutSeconds": "3"}
+            "GET", ws_url(namespace), params={"watch": "true", "timeoutSeconds": "30"}
         ) as rsp:
             lines = rsp.iter_lines()
             events.append(json.loads(next(line for line in lines if line.strip())))
@@ -595,8 +595,8 @@ def test_watch_label_selector_transitions(http: httpx.Client, namespace: str) ->
 
 def test_watch_timeout_ends_the_stream(http: httpx.Client, namespace: str) -> None:
     started = time.monotonic()
-    events = watch_events(http, ws_url(namespace), {"timeoutSeconds": "1"}, count=100, timeout=5.0)
-    assert events == [] and 0.9 < time.monotonic() - started < 3.0
+    events = watch_events(http, ws_url(namespace), {"timeoutSeconds": "1"}, count=100, timeout=30.0)
+    assert events == [] and 0.9 < time.monotonic() - started < 10.0  # 1 s, not the read timeout
 
 
 def test_watch_from_an_expired_version_is_410() -> None:
@@ -721,7 +721,7 @@ def test_kopf_operator_finalizes_a_workspace(
         ["run", "--standalone", "--namespace", namespace],
         registry=registry,
         settings=settings,
-        timeout=15,
+        timeout=60,
     ) as runner:
         create(http, ws_url(namespace), workspace("op"))
         ready = wait_for(
@@ -730,14 +730,14 @@ def test_kopf_operator_finalizes_a_workspace(
                 == "Ready"
                 and o
             ),
-            timeout=10,
+            timeout=60,
             what="kopf to patch the status",
         )
         assert ready["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
         assert http.delete(ws_url(namespace, "op")).status_code == 200
         wait_for(
             lambda: http.get(ws_url(namespace, "op")).status_code == 404,
-            timeout=10,
+            timeout=60,
             what="kopf to release the finalizer",
         )
     assert runner.exception is None, runner.output
@@ -793,7 +793,7 @@ def test_stop_ends_open_watches_quickly() -> None:
         with http.stream("GET", ws_url("ns"), params={"watch": "true", "timeoutSeconds": "60"}):
             started = time.monotonic()
             api.stop()
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 10.0  # not the watch's 60 s
     with pytest.raises(RuntimeError):
         _ = api.url
 

@@ -146,8 +146,7 @@ def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
             first = http.get(job_path).json()["metadata"]["uid"]
             assert http.patch(f"{wsc.WS_PATH.format(ns=ns)}/tune", headers=merge, json={
                 "tuning": {"input": {"urls": ["https://example.com/v2.jsonl"]}}}).status_code == 200
-            wsc.wait_for(lambda: http.get(job_path).status_code == 200
-                         and http.get(job_path).json()["metadata"]["uid"] != first,
+            wsc.wait_for(lambda: wsc.uid_other_than(http, job_path, first),
                          timeout=60, what="the tuning Job to be recreated")
             config_path = f"/api/v1/namespaces/{ns}/configmaps/tune-tuning-config"
             assert http.patch(config_path, headers=merge,
@@ -177,7 +176,7 @@ def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
                          .status_code == 200, what="the Service to be put back")
             http.delete(f"{wsc.WS_PATH.format(ns=ns)}/phi")
             wsc.wait_for(lambda: http.get(f"{wsc.WS_PATH.format(ns=ns)}/phi").status_code == 404,
-                         timeout=20, what="the Workspace to go")
+                         timeout=60, what="the Workspace to go")
             children = http.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets").json()["items"]
             facts["blockOwnerDeletion"] = any(
                 ref.get("blockOwnerDeletion") and ref["kind"] == "Workspace"
@@ -244,11 +243,14 @@ def run_managed_webhook(api: KubeApiEmulator, http: httpx.Client, ns: str) -> bo
     thread.start()
     path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{config}"
     try:
-        ready.wait(30)
-        managed = wsc.wait_for(
-            lambda: (http.get(path).json().get("webhooks") or None)
-            if http.get(path).status_code == 200 else None,
-            timeout=10, what="kopf to write the webhook configuration")
+        assert ready.wait(60), "the operator did not start"
+
+        def written() -> list[dict[str, Any]] | None:
+            response = http.get(path)  # one read: kopf creates it, then fills in the webhooks
+            return (response.json().get("webhooks") or None) if response.status_code == 200 \
+                else None
+
+        managed = wsc.wait_for(written, timeout=60, what="kopf to write the webhook configuration")
         return bool(managed[0]["clientConfig"].get("caBundle"))
     finally:
         stop.set()

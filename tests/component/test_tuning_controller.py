@@ -59,7 +59,7 @@ def test_succeeded_job_makes_the_workspace_ready(http, namespace, operator, clus
     pod = created["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     assert init["args"] == ["--output=/mnt/data", "https://example.com/data/train.parquet"]
-    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert final["status"]["workerNodes"][0] in str(pod["affinity"])
     config = http.get(f"/api/v1/namespaces/{namespace}/configmaps/tune-tuning-config").json()
     assert "load_in_4bit: true" in config["data"]["training_config.yaml"]
@@ -94,6 +94,7 @@ def test_spec_change_recreates_the_job(http, namespace, operator, cluster):
         response = http.patch(f"{WS_PATH.format(ns=namespace)}/redo", json=patch,
                               headers={"Content-Type": "application/merge-patch+json"})
         assert response.status_code == 200
+        generation = response.json()["metadata"]["generation"]
 
         def recreated():
             live = job(http, namespace, "redo")
@@ -104,7 +105,7 @@ def test_spec_change_recreates_the_job(http, namespace, operator, cluster):
         assert init["args"][-1] == "https://example.com/data/v2.jsonl"
     finally:
         cluster.job_seconds = 0.0
-    wait_condition(http, namespace, "redo", "WorkspaceReady", "True")
+    wait_condition(http, namespace, "redo", "WorkspaceReady", "True", generation=generation)
 
 
 def test_named_config_must_exist(http, namespace, operator, cluster):

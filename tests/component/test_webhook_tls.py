@@ -56,7 +56,7 @@ def test_operator_serves_the_webhook_with_its_own_certificate(kube_api, namespac
                 return response.json() if response.status_code == 200 and response.json().get(
                     "webhooks") else None
 
-            config = wait_for(configured, timeout=30, what="the webhook configuration")
+            config = wait_for(configured, what="the webhook configuration")
         (hook,) = config["webhooks"]
         client = hook["clientConfig"]
         assert client["service"]["name"] == "kaito-webhook"

@@ -3,7 +3,7 @@ cluster that provisions Machines into Nodes and runs pods."""
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +39,7 @@ def cluster(kube_api) -> Iterator[SimulatedCluster]:
 
 def start_operator(kube_api, namespace) -> OperatorThread:
     runtime = WorkspaceRuntime(CATALOG, Settings(requeue_seconds=0.5))
-    return OperatorThread(runtime, kube_api.url, [namespace]).start()
+    return OperatorThread(runtime, kube_api.url, [namespace]).start(timeout=60)
 
 
 @pytest.fixture
@@ -67,14 +67,55 @@ def condition(ws: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def wait_condition(http, ns, name, type_, status, reason=None, timeout=15.0):
+def wait_condition(http, ns, name, type_, status, reason=None, timeout=60.0, generation=None):
+    """The condition once it has `status` (and `reason`); with `generation`, only as observed
+    for that generation of the spec (a condition left from the previous one does not count)."""
+
     def check():
         cond = condition(workspace(http, ns, name), type_)
-        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason) \
+                and (generation is None or cond.get("observedGeneration") == generation):
             return cond
         return None
 
-    return wait_for(check, timeout, f"{type_}={status} ({reason})")
+    return wait_for(check, timeout, f"{type_}={status} ({reason}, generation {generation})")
+
+
+def wait_workspace(http, ns, name, check, what, timeout=60.0):
+    """The Workspace as read once, when `check(ws)` holds for that one read."""
+
+    def read():
+        ws = workspace(http, ns, name)
+        return ws if check(ws) else None
+
+    return wait_for(read, timeout, what)
+
+
+def events_of(http, ns, name, type_=None):
+    items = http.get(f"/api/v1/namespaces/{ns}/events").json()["items"]
+    return [e for e in items
+            if e["involvedObject"]["name"] == name and (type_ is None or e["type"] == type_)]
+
+
+def wait_events(http, ns, name, reasons, type_=None, timeout=60.0):
+    """The Workspace's Events once every reason in `reasons` is among them (Events are posted
+    after the status they announce, so seeing a condition does not mean its Event is there)."""
+
+    def check():
+        found = events_of(http, ns, name, type_)
+        return found if set(reasons) <= {e["reason"] for e in found} else None
+
+    return wait_for(check, timeout, f"Events {sorted(reasons)} on {name}")
+
+
+def uid_other_than(http, path, uid):
+    """The object at `path` once it exists with a uid other than `uid` (read once per try: an
+    object being recreated may be gone between two reads)."""
+    response = http.get(path)
+    if response.status_code != 200:
+        return None
+    found = response.json()
+    return found if found["metadata"].get("uid") != uid else None
 
 
 def our_machines(http, ns, name):
@@ -96,22 +137,24 @@ def test_quick_start_becomes_ready(http, namespace, operator, cluster):
     deploy = http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/phi").json()
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].endswith("/kaito-phi-3-mini-4k-instruct:0.1.0")
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert deploy["metadata"]["ownerReferences"][0]["uid"] == ws["metadata"]["uid"]
     service = http.get(f"/api/v1/namespaces/{namespace}/services/phi").json()
     assert service["spec"]["ports"][0]["port"] == 80
     assert service["spec"]["ports"][0]["targetPort"] == 5000
-    events = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
-    reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "phi"}
-    assert {"MachineCreated", "WorkspaceReady"} <= reasons
+    wait_events(http, namespace, "phi", {"MachineCreated", "WorkspaceReady"})
 
 
 def test_crash_looping_pods_turn_conditions_false_then_recover(http, namespace, operator, cluster):
     cluster.pod_faults["crashy"] = PodFault("CrashLoopBackOff", "back-off restarting", "OOMKilled")
     apply(http, namespace, inference_workspace(name="crashy"))
-    cond = wait_condition(http, namespace, "crashy", "InferenceReady", "False", "OOMKilled")
-    assert "crashy" in cond["message"]
-    ready = condition(workspace(http, namespace, "crashy"), "WorkspaceReady")
+    seen = wait_workspace(
+        http, namespace, "crashy",
+        lambda ws: (condition(ws, "InferenceReady") or {}).get("reason") == "OOMKilled",
+        "InferenceReady=False (OOMKilled)")
+    cond = condition(seen, "InferenceReady")
+    assert cond["status"] == "False" and "crashy" in cond["message"]
+    ready = condition(seen, "WorkspaceReady")  # written by the same status patch
     assert ready["status"] == "False" and ready["reason"] == "OOMKilled"
     del cluster.pod_faults["crashy"]
     wait_condition(http, namespace, "crashy", "WorkspaceReady", "True")
@@ -121,9 +164,13 @@ def test_machine_failure_message_is_surfaced(http, namespace, operator, cluster)
     message = "Operation could not be completed as it results in exceeding approved quota"
     cluster.machine_failures[machine_name(namespace, "quota", 0)] = message
     apply(http, namespace, inference_workspace(name="quota"))
-    cond = wait_condition(http, namespace, "quota", "ResourceReady", "False", "MachineFailed")
-    assert message in cond["message"]
-    summary = condition(workspace(http, namespace, "quota"), "WorkspaceReady")
+    seen = wait_workspace(
+        http, namespace, "quota",
+        lambda ws: (condition(ws, "ResourceReady") or {}).get("reason") == "MachineFailed",
+        "ResourceReady=False (MachineFailed)")
+    cond = condition(seen, "ResourceReady")
+    assert cond["status"] == "False" and message in cond["message"]
+    summary = condition(seen, "WorkspaceReady")
     assert summary["status"] == "False" and message in summary["message"]
 
 
@@ -138,10 +185,8 @@ def test_invalid_workspace_gets_condition_and_event_and_others_still_served(
     assert "needs 28 GiB of GPU memory in total" in cond["message"]
     wait_condition(http, namespace, "good", "WorkspaceReady", "True")
     assert our_machines(http, namespace, "bad") == []
-    events = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
-    warnings = [e for e in events
-                if e["involvedObject"]["name"] == "bad" and e["type"] == "Warning"]
-    assert warnings and warnings[0]["reason"] == "InvalidWorkspace"
+    warnings = wait_events(http, namespace, "bad", {"InvalidWorkspace"}, "Warning")
+    assert [e["reason"] for e in warnings] == ["InvalidWorkspace"]
 
 
 def test_deletion_removes_machines_and_releases_finalizer(http, namespace, operator, cluster):
@@ -256,8 +301,9 @@ def test_adapters_add_init_containers_and_update_rolls_the_template(http, namesp
         )
 
     wait_for(rolled, what="the new strength in the pod template")
-    ready = wait_condition(http, namespace, "lora", "WorkspaceReady", "True")
-    assert ready["observedGeneration"] == live["metadata"]["generation"] + 1
+    # WorkspaceReady is still True from the old generation: wait for the new one's.
+    wait_condition(http, namespace, "lora", "WorkspaceReady", "True",
+                   generation=live["metadata"]["generation"] + 1)
 
 
 def test_custom_template_runs_with_our_placement(http, namespace, operator, cluster):
@@ -320,6 +366,17 @@ def test_validating_webhook_denies_with_the_validation_message(kube_api, namespa
         changed = with_changes(good, {"resource.instanceType": "Standard_NC24ads_A100_v4"})
         update = post(review(changed, old=good, operation="UPDATE"))
         assert update["allowed"] is False and "immutable" in update["status"]["message"]
+        root = with_changes(good, {"inference.preset": DELETE, "inference.template": {"spec": {
+            "containers": [{"name": "s", "image": "r.io/s:1"}],
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}})
+        refused = post(review(root))
+        assert refused["allowed"] is False and "KAITO_POLICY_VOLUME_TYPES" in (
+            refused["status"]["message"])
+        broken_old = with_changes(good, {"resource.count": "1"})
+        update = post(review(good, old=broken_old, operation="UPDATE"))
+        assert update["allowed"] is False and "stored Workspace" in update["status"]["message"]
+        leaving = with_changes(bad, {"metadata.deletionTimestamp": "2026-01-01T00:00:00Z"})
+        assert post(review(leaving, old=bad, operation="UPDATE"))["allowed"] is True
 
 
 def free_port() -> int:
@@ -357,7 +414,7 @@ def test_kaito_operator_command_runs_with_kubeconfig_liveness_and_metrics(
     )
     try:
         apply(http, namespace, inference_workspace(name="cmd"))
-        wait_for(lambda: our_machines(http, namespace, "cmd"), timeout=30, what="a Machine")
+        wait_for(lambda: our_machines(http, namespace, "cmd"), what="a Machine")
 
         def get(url):
             try:
@@ -367,8 +424,14 @@ def test_kaito_operator_command_runs_with_kubeconfig_liveness_and_metrics(
 
         health = wait_for(lambda: get(f"http://127.0.0.1:{live}/healthz"), what="liveness")
         assert health.status_code == 200
-        text = wait_for(lambda: get(f"http://127.0.0.1:{metrics}/metrics"), what="metrics").text
-        assert 'kaito_workspace_reconciles_total{result="pending"}' in text
+        # The Machine is created during the first pass; the pass is counted when it ends.
+        counted = 'kaito_workspace_reconciles_total{result="pending"}'
+
+        def exported():
+            response = get(f"http://127.0.0.1:{metrics}/metrics")
+            return response is not None and counted in response.text
+
+        wait_for(exported, what="the pass to be counted in the metrics")
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
@@ -403,9 +466,19 @@ def test_deletion_waits_for_machines_with_finalizers(http, namespace, operator, 
     http.delete(f"{WS_PATH.format(ns=namespace)}/slow").raise_for_status()
     wait_for(lambda: http.get(machine_path).json()["metadata"].get("deletionTimestamp"),
              what="the Machine to be deleted by the finalizer")
-    time.sleep(1.0)
-    still = http.get(f"{WS_PATH.format(ns=namespace)}/slow")
-    assert still.status_code == 200 and still.json()["metadata"].get("deletionTimestamp")
+
+    def looked_twice():
+        # kopf records each run of the deletion handler that asked to wait (its progress
+        # annotation); the second one saw the Machine still there, deleted but not gone.
+        ws = workspace(http, namespace, "slow")
+        for key, value in (ws.get("metadata", {}).get("annotations") or {}).items():
+            if key.startswith("kaito.sh/") and key.endswith("deleted") and value.startswith("{"):
+                if json.loads(value).get("retries", 0) >= 2:
+                    return ws
+        return None
+
+    still = wait_for(looked_twice, what="the deletion handler to look again")
+    assert still["metadata"].get("deletionTimestamp") and still["metadata"]["finalizers"]
     http.patch(machine_path, json={"metadata": {"finalizers": None}}, headers=merge)
     wait_for(lambda: http.get(f"{WS_PATH.format(ns=namespace)}/slow").status_code == 404,
-             timeout=20, what="the Workspace to go once its Machine is gone")
+             what="the Workspace to go once its Machine is gone")

@@ -1,4 +1,7 @@
-"""Bounded waiting for the component tests: poll until a check returns something truthy."""
+"""Bounded waiting for the component tests: poll until a check returns something truthy.
+
+The default deadline is long on purpose: a wait returns as soon as the state is observed, so a
+long deadline costs nothing when things work and keeps a loaded machine from failing tests."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
