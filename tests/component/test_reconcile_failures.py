@@ -206,7 +206,9 @@ def test_an_unexpected_exception_is_a_reconcile_error(
     cond = wait_condition(http, namespace, "odd", "WorkspaceReady", "False", "ReconcileError",
                           timeout=60)
     assert cond["message"] == "unexpected error in the reconcile pass: KeyError: 'uid'"
-    assert [e["reason"] for e in warnings(http, namespace, "odd")] == ["ReconcileError"]
+    # The Event is posted after the status patch that the wait above observed.
+    events = wait_for(lambda: warnings(http, namespace, "odd"), what="a Warning Event")
+    assert [e["reason"] for e in events] == ["ReconcileError"]
     broken["on"] = False
     wait_condition(http, namespace, "odd", "WorkspaceReady", "True", timeout=60)
 
