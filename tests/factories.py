@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 _MISSING = object()
 
@@ -82,3 +89,11 @@ def set_path(obj: Any, path: str, value: Any) -> None:
         del target[last]
     else:
         target[last] = value
+
+
+def example_workspaces() -> Iterator[Any]:
+    """Every Workspace in `examples/`, as a pytest param named after its file."""
+    for path in sorted(EXAMPLES_DIR.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Workspace":
+                yield pytest.param(doc, id=path.name)

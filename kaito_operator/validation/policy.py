@@ -189,16 +189,8 @@ def _check_projected(path: str, projected: Any, policy: Policy) -> Iterator[Find
                 )
 
 
-def _check_seccomp(path: str, profile: Any, policy: Policy) -> Iterator[Finding]:
-    profile, found = _mapping(path, profile)
-    yield from found
-    kind = profile.get("type")
-    if kind == "Unconfined" and not policy.allow_unconfined:
-        yield _refuse(f"{path}.type", kind, "use RuntimeDefault or Localhost",
-                      "allow_unconfined")
-
-
-def _check_apparmor(path: str, profile: Any, policy: Policy) -> Iterator[Finding]:
+def _check_profile(path: str, profile: Any, policy: Policy) -> Iterator[Finding]:
+    """A seccomp or AppArmor profile: both have a `type`, and `Unconfined` needs the setting."""
     profile, found = _mapping(path, profile)
     yield from found
     kind = profile.get("type")
@@ -227,9 +219,9 @@ def _check_common_context(path: str, context: Mapping[str, Any], policy: Policy
                           ) -> Iterator[Finding]:
     """Fields a pod and a container security context share."""
     if "seccompProfile" in context:
-        yield from _check_seccomp(f"{path}.seccompProfile", context["seccompProfile"], policy)
+        yield from _check_profile(f"{path}.seccompProfile", context["seccompProfile"], policy)
     if "appArmorProfile" in context:
-        yield from _check_apparmor(f"{path}.appArmorProfile", context["appArmorProfile"],
+        yield from _check_profile(f"{path}.appArmorProfile", context["appArmorProfile"],
                                    policy)
     if "seLinuxOptions" in context:
         yield from _check_selinux(f"{path}.seLinuxOptions", context["seLinuxOptions"], policy)

@@ -47,9 +47,11 @@ def _check_metadata(path: str, metadata: Any) -> Iterator[Finding]:
             yield from check_annotations(f"{path}.annotations", annotations)
 
 
-def check_labels(path: str, labels: Mapping[Any, Any]) -> Iterator[Finding]:
-    """Label keys and values as the API server checks them."""
-    for key, value in labels.items():
+def _string_entries(path: str, entries: Mapping[Any, Any]
+                    ) -> Iterator[tuple[str, str] | Finding]:
+    """Each entry of a labels/annotations map with a string key that is a valid label key and
+    a string value; the findings for the others."""
+    for key, value in entries.items():
         if not isinstance(key, str):
             yield Finding(path, f"key {show(key)} is not valid: must be a string")
             continue
@@ -58,24 +60,27 @@ def check_labels(path: str, labels: Mapping[Any, Any]) -> Iterator[Finding]:
         if not isinstance(value, str):
             yield Finding(f"{path}[{key}]", f"{show(value)} is not valid: must be a string "
                           "(quote it)")
-        elif problem := syntax.label_value(value):
-            yield Finding(f"{path}[{key}]", f"{show(value)}: {problem}")
+            continue
+        yield key, value
+
+
+def check_labels(path: str, labels: Mapping[Any, Any]) -> Iterator[Finding]:
+    """Label keys and values as the API server checks them."""
+    for entry in _string_entries(path, labels):
+        if isinstance(entry, Finding):
+            yield entry
+        elif problem := syntax.label_value(entry[1]):
+            yield Finding(f"{path}[{entry[0]}]", f"{show(entry[1])}: {problem}")
 
 
 def check_annotations(path: str, annotations: Mapping[Any, Any]) -> Iterator[Finding]:
     """Annotation keys, string values and the total size limit."""
     size = 0
-    for key, value in annotations.items():
-        if not isinstance(key, str):
-            yield Finding(path, f"key {show(key)} is not valid: must be a string")
-            continue
-        if problem := syntax.label_key(key):
-            yield Finding(f"{path}[{key}]", f"{show(key)}: {problem}")
-        if not isinstance(value, str):
-            yield Finding(f"{path}[{key}]", f"{show(value)} is not valid: must be a string "
-                          "(quote it)")
-            continue
-        size += len(key.encode()) + len(value.encode())
+    for entry in _string_entries(path, annotations):
+        if isinstance(entry, Finding):
+            yield entry
+        else:
+            size += len(entry[0].encode()) + len(entry[1].encode())
     if size > MAX_ANNOTATIONS_BYTES:
         yield Finding(path, f"total size {size} bytes is too large: at most "
                       f"{MAX_ANNOTATIONS_BYTES} bytes")

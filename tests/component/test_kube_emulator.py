@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import kubernetes
 import pytest
 
 from kaito_operator.sim.kube_api import KubeApiEmulator
+from tests.support.waiting import wait_for
 
 WS = "/apis/kaito.sh/v1alpha1"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -41,17 +41,6 @@ def create(http: httpx.Client, url: str, body: dict[str, Any]) -> dict[str, Any]
     rsp = http.post(url, json=body)
     assert rsp.status_code == 201, rsp.text
     return rsp.json()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll with a deadline (never unbounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def watch_events(

@@ -228,6 +228,13 @@ async def test_body_limit_is_configurable(base_settings: Any, base_engine: Any) 
         assert r.status_code == 200
 
 
+async def until(check: Any, timeout: float = 30.0) -> None:
+    """Wait until `check()` holds (observed state; the deadline only bounds a failure)."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def test_tokenization_queue_is_bounded(base_settings: Any, base_engine: Any) -> None:
     """With every tokenizer slot taken, a new prompt is a 429, not an unbounded queue."""
     settings = base_settings.model_copy(update={"tokenizer_threads": 1,
@@ -237,10 +244,7 @@ async def test_tokenization_queue_is_bounded(base_settings: Any, base_engine: An
     async with serve(app) as c:
         pool = app.state.runtime.text
         task = asyncio.ensure_future(pool.run(release.wait, 30))
-        for _ in range(200):  # wait until the blocker holds the only slot
-            if pool.pending == 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: pool.pending == 1)  # wait until the blocker holds the only slot
         assert pool.pending == 1
         r = await c.post(COMPL_URL, json={"prompt": "hello", "max_tokens": 1})
         release.set()
@@ -386,15 +390,9 @@ async def test_text_pool_counts_a_job_until_its_thread_is_done() -> None:
         gate = threading.Event()
         first = asyncio.ensure_future(pool.run(gate.wait, 30))
         second = asyncio.ensure_future(pool.run(gate.wait, 30))
-        for _ in range(200):
-            if pool.pending == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: pool.pending == 2)
         second.cancel()  # the client left; the queued job is dropped and its slot freed
-        for _ in range(200):
-            if pool.pending == 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: pool.pending == 1)
         assert pool.pending == 1
         gate.set()
         assert await first is True

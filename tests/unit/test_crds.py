@@ -6,10 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kaito_operator.api.crd import CRDS, machine_crd, render, workspace_crd
-from tests.factories import DELETE, inference_workspace, tuning_workspace, with_changes
+from tests.factories import (
+    DELETE,
+    example_workspaces,
+    inference_workspace,
+    tuning_workspace,
+    with_changes,
+)
 from tests.support.crd_check import admit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,14 +112,7 @@ INF = inference_workspace()
 TUN = tuning_workspace()
 
 
-def _examples():
-    for path in sorted((ROOT / "examples").rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "Workspace":
-                yield pytest.param(doc, id=path.name)
-
-
-@pytest.mark.parametrize("obj", list(_examples()))
+@pytest.mark.parametrize("obj", list(example_workspaces()))
 def test_api_server_admits_the_examples(obj):
     assert admit(WS_SCHEMA, obj) == []
 

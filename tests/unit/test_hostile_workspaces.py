@@ -16,7 +16,13 @@ from kaito_operator.validation import (
     policy_from_settings,
     validate_workspace,
 )
-from tests.factories import DELETE, inference_workspace, tuning_workspace, with_changes
+from tests.factories import (
+    DELETE,
+    example_workspaces,
+    inference_workspace,
+    tuning_workspace,
+    with_changes,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 INF = inference_workspace()
@@ -499,14 +505,7 @@ def test_chart_policy_values_reach_the_operator():
 # --- benign Workspaces -------------------------------------------------------------------------
 
 
-def _examples():
-    for path in sorted((ROOT / "examples").rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "Workspace":
-                yield pytest.param(doc, id=path.name)
-
-
-@pytest.mark.parametrize("obj", list(_examples()))
+@pytest.mark.parametrize("obj", list(example_workspaces()))
 def test_every_example_passes_the_default_policy(catalog, obj):
     assert errors(validate_workspace(obj, catalog)) == []
 
