@@ -63,12 +63,13 @@ def _fill(target: dict[str, Any], defaults: dict[str, Any]) -> None:
             _fill(current, value)
 
 
-def _user_context(container: dict[str, Any]) -> dict[str, Any]:
-    context = container.get("securityContext")
-    if not isinstance(context, dict):
-        context = {}
-        container["securityContext"] = context
-    return context
+def _child(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """`parent[key]` as a mapping, made an empty one when absent or not a mapping."""
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        value = {}
+        parent[key] = value
+    return value
 
 
 def fill_restricted_defaults(spec: dict[str, Any]) -> dict[str, Any]:
@@ -79,25 +80,15 @@ def fill_restricted_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     Explicit values win, including `automountServiceAccountToken: true` and a container's own
     `runAsUser`. The root filesystem is left writable unless the author asks otherwise: an
     arbitrary server image usually writes to its home or cache folders."""
-    pod_context = spec.get("securityContext")
-    if not isinstance(pod_context, dict):
-        pod_context = {}
-        spec["securityContext"] = pod_context
-    _fill(pod_context, {k: v for k, v in pod_security_context().items()
-                        if k != "fsGroupChangePolicy"})
+    _fill(_child(spec, "securityContext"), {k: v for k, v in pod_security_context().items()
+                                            if k != "fsGroupChangePolicy"})
     if spec.get("automountServiceAccountToken") is None:
         spec["automountServiceAccountToken"] = False
     for key in CONTAINER_LISTS:
         for container in spec.get(key) or []:
             if not isinstance(container, dict):
                 continue
-            context = _user_context(container)
-            if context.get("allowPrivilegeEscalation") is None:
-                context["allowPrivilegeEscalation"] = False
-            capabilities = context.get("capabilities")
-            if not isinstance(capabilities, dict):
-                capabilities = {}
-                context["capabilities"] = capabilities
-            if capabilities.get("drop") is None:
-                capabilities["drop"] = ["ALL"]
+            context = _child(container, "securityContext")
+            _child(context, "capabilities")
+            _fill(context, {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}})
     return spec
