@@ -41,7 +41,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m kaito_operator.demo
+	$(PY) -m kaito_sandbox.demo
 
 crds: $(STAMP)
 	$(PY) -m kaito_operator.api.crd --write crds/

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from kaito_operator.sim.cluster import SimulatedCluster
-from kaito_operator.sim.kube_api import KubeApiEmulator
+from kaito_sandbox.sim.cluster import SimulatedCluster
+from kaito_sandbox.sim.kube_api import KubeApiEmulator
 
 NS = "bench"
 WS_PATH = f"/apis/kaito.sh/v1alpha1/namespaces/{NS}/workspaces"

@@ -6,12 +6,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from kaito_operator import __version__
-from kaito_operator.catalog import CatalogError, load_catalog
+from kaito_operator.catalog import Catalog, CatalogError, load_catalog
 from kaito_operator.cli.catalog_cmds import presets_command, skus_command
 from kaito_operator.cli.render_cmd import render_command
 from kaito_operator.cli.validate_cmd import validate_command
+
+#: Entry-point group of the commands other packages add to `kaito`.
+PLUGIN_GROUP = "kaito.cli"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,10 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="namespace of Workspaces that name none")
     render.set_defaults(run=render_command)
 
-    from kaito_operator.sandbox.cli import add_commands
-
-    add_commands(sub)
+    add_plugin_commands(sub)
     return parser
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands other installed packages add, as kubectl plugins do: each entry point of the
+    group `kaito.cli` is a function given the sub-parsers (the `sandbox` extra adds
+    `kaito sandbox`, `get`, `describe`, `delete`). One whose package cannot be imported is
+    listed with the install command it needs instead of failing the whole CLI."""
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            add_commands = entry.load()
+        except ImportError as exc:
+            _missing_plugin(sub, entry.name, exc)
+            continue
+        add_commands(sub)
+
+
+def _missing_plugin(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, exc: ImportError
+) -> None:
+    hint = f"not installed ({exc.name or exc}): pip install 'kaito-py[{name}]'"
+    stub = sub.add_parser(name, help=hint, add_help=False)
+    stub.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace, catalog: Catalog) -> int:
+        sys.stderr.write(f"error: kaito {name}: {hint}\n")
+        return 2
+
+    stub.set_defaults(run=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

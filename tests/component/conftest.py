@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kaito_operator.sim.kube_api import KubeApiEmulator
+from kaito_sandbox.sim.kube_api import KubeApiEmulator
 
 
 @pytest.fixture(scope="session")

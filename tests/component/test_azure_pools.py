@@ -41,7 +41,7 @@ from kaito_operator.provisioner.pools import (
     parse_quantity_gib,
     pool_spec_from_machine,
 )
-from kaito_operator.sim.arm import ArmSimulator, Fault, PoolEvent
+from kaito_sandbox.sim.arm import ArmSimulator, Fault, PoolEvent
 
 SUB, RG, CLUSTER = "00000000-0000-0000-0000-000000000001", "rg-kaito", "aks-kaito"
 NOW = datetime(2024, 6, 1, 10, 0, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_to_the_end():
     done = subprocess.run(
-        [sys.executable, "-m", "kaito_operator.demo"], cwd=ROOT, capture_output=True,
+        [sys.executable, "-m", "kaito_sandbox.demo"], cwd=ROOT, capture_output=True,
         text=True, timeout=480,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from inference_server.fetch_adapter import FetchError, fetch, main, parse_reference
-from kaito_operator.sim.registry import (
+from kaito_sandbox.sim.registry import (
     OCI_LAYER_TGZ,
     LocalRegistry,
     RegistryUnavailable,

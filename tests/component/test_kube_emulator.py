@@ -14,7 +14,7 @@ import httpx
 import kubernetes
 import pytest
 
-from kaito_operator.sim.kube_api import KubeApiEmulator
+from kaito_sandbox.sim.kube_api import KubeApiEmulator
 from tests.support.waiting import wait_for
 
 WS = "/apis/kaito.sh/v1alpha1"

@@ -25,9 +25,9 @@ from kaito_operator.provisioner.handlers import FINALIZER
 from kaito_operator.provisioner.operator import ProvisionerThread
 from kaito_operator.provisioner.runtime import ProvisionerRuntime
 from kaito_operator.provisioner.settings import ProvisionerSettings
-from kaito_operator.sim.aks import SimulatedAks
-from kaito_operator.sim.arm import ArmSimulator, Fault
-from kaito_operator.sim.kube_api import KubeApiEmulator
+from kaito_sandbox.sim.aks import SimulatedAks
+from kaito_sandbox.sim.arm import ArmSimulator, Fault
+from kaito_sandbox.sim.kube_api import KubeApiEmulator
 from tests.support.waiting import wait_for
 
 SUB, RG, CLUSTER = "00000000-0000-0000-0000-000000000001", "rg-kaito", "aks-kaito"

@@ -22,10 +22,10 @@ import httpx
 import pytest
 import yaml
 
-from kaito_operator.sim.aks import SimulatedAks
-from kaito_operator.sim.arm import ArmSimulator, Fault
-from kaito_operator.sim.cluster import SimulatedCluster
-from kaito_operator.sim.kube_api import KubeApiEmulator, RequestRecord
+from kaito_sandbox.sim.aks import SimulatedAks
+from kaito_sandbox.sim.arm import ArmSimulator, Fault
+from kaito_sandbox.sim.cluster import SimulatedCluster
+from kaito_sandbox.sim.kube_api import KubeApiEmulator, RequestRecord
 from tests.component import test_provisioner as prov
 from tests.component import test_workspace_controller as wsc
 from tests.factories import inference_workspace, tuning_workspace, with_changes

@@ -26,8 +26,8 @@ from kaito_operator.kube import (
     status_reason,
 )
 from kaito_operator.settings import Settings
-from kaito_operator.sim.cluster import SimulatedCluster
-from kaito_operator.sim.kube_api import ApiFault
+from kaito_sandbox.sim.cluster import SimulatedCluster
+from kaito_sandbox.sim.kube_api import ApiFault
 from kaito_operator.workspace import runtime as runtime_module
 from kaito_operator.workspace.failures import Backoff, describe_failure
 from kaito_operator.workspace.operator import OperatorThread

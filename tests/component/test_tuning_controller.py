@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kaito_operator.sim.cluster import JobOutcome, SimulatedCluster
+from kaito_sandbox.sim.cluster import JobOutcome, SimulatedCluster
 from kaito_operator.workspace.operator import OperatorThread
 from tests.component.test_workspace_controller import (
     apply,

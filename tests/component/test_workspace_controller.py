@@ -12,7 +12,7 @@ import pytest
 
 from kaito_operator.catalog import load_catalog
 from kaito_operator.settings import Settings
-from kaito_operator.sim.cluster import PodFault, SimulatedCluster
+from kaito_sandbox.sim.cluster import PodFault, SimulatedCluster
 from kaito_operator.workspace.names import machine_name
 from kaito_operator.workspace.operator import OperatorThread
 from kaito_operator.workspace.runtime import WorkspaceRuntime

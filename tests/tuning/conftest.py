@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kaito_operator.sim.registry import LocalRegistry, RegistryUnavailable
+from kaito_sandbox.sim.registry import LocalRegistry, RegistryUnavailable
 
 PUSH_USER, PUSH_PASSWORD = "tuner", "s3cret-push"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from inference_server import fetch_adapter
-from kaito_operator.sim.registry import LocalRegistry, docker_config_json
+from kaito_sandbox.sim.registry import LocalRegistry, docker_config_json
 from tests.tuning.conftest import (
     PUSH_PASSWORD,
     PUSH_USER,

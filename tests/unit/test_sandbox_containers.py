@@ -9,7 +9,7 @@ from pathlib import Path
 
 from inference_server import fetch_adapter
 from kaito_operator.api.workspace import Workspace
-from kaito_operator.sandbox.containers import local_command
+from kaito_sandbox.containers import local_command
 from kaito_operator.settings import Settings
 from kaito_operator.workspace.tuning import desired_tuning
 from kaito_operator.workspace.workload import preset_template

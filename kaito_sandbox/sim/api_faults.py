@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from kaito_operator.sim.errors import ApiError
+from kaito_sandbox.sim.errors import ApiError
 
 __all__ = ["ApiFault", "ApiFaultTable"]
 

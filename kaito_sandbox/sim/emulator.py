@@ -3,9 +3,9 @@
 kmock 0.8 parses and routes requests and serves discovery; its object handling lacks what the
 operators rely on (see STACK-NOTES.md "kmock ... with kopf").  This subclass keeps kmock's
 request parsing, DSL reactions and discovery scaffold, and replaces object handling by
-:class:`~kaito_operator.sim.store.Store`.  User reactions (``emulator['patch', ...] << 500``) still
+:class:`~kaito_sandbox.sim.store.Store`.  User reactions (``emulator['patch', ...] << 500``) still
 take precedence over the emulated behaviour; ``faults`` (an
-:class:`~kaito_operator.sim.api_faults.ApiFaultTable`) answers chosen requests with an error.
+:class:`~kaito_sandbox.sim.api_faults.ApiFaultTable`) answers chosen requests with an error.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ import attrs
 import kmock
 from kmock._internal import apps, enums, parsing, references, rendering
 
-from kaito_operator.sim import errors
-from kaito_operator.sim.api_faults import ApiFaultTable
-from kaito_operator.sim.collector import collect_garbage
-from kaito_operator.sim.errors import ApiError
-from kaito_operator.sim.patching import (
+from kaito_sandbox.sim import errors
+from kaito_sandbox.sim.api_faults import ApiFaultTable
+from kaito_sandbox.sim.collector import collect_garbage
+from kaito_sandbox.sim.errors import ApiError
+from kaito_sandbox.sim.patching import (
     PatchError,
     apply_json_patch,
     apply_merge_patch,
     apply_strategic_merge_patch,
 )
-from kaito_operator.sim.routing import RequestRecord, Target, parse_target, verb_of
-from kaito_operator.sim.selectors import FieldSelector, LabelSelector, SelectorError
-from kaito_operator.sim.store import ResourceType, Store
-from kaito_operator.sim.watching import WatchHub
+from kaito_sandbox.sim.routing import RequestRecord, Target, parse_target, verb_of
+from kaito_sandbox.sim.selectors import FieldSelector, LabelSelector, SelectorError
+from kaito_sandbox.sim.store import ResourceType, Store
+from kaito_sandbox.sim.watching import WatchHub
 
 __all__ = ["FaithfulKubernetesEmulator", "RequestRecord"]
 

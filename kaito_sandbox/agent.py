@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from kaito_operator.sandbox.controllers import sync_workloads
-from kaito_operator.sandbox.kubelet import MERGE, Kubelet
-from kaito_operator.sandbox.scheduling import choose_node
-from kaito_operator.sandbox.services import ServiceProxies, selects
+from kaito_sandbox.controllers import sync_workloads
+from kaito_sandbox.kubelet import MERGE, Kubelet
+from kaito_sandbox.scheduling import choose_node
+from kaito_sandbox.services import ServiceProxies, selects
 
 log = logging.getLogger(__name__)
 

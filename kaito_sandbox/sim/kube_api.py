@@ -33,9 +33,9 @@ from typing import Self, TypeVar
 
 import aiohttp.web
 
-from kaito_operator.sim.api_faults import ApiFault
-from kaito_operator.sim.emulator import FaithfulKubernetesEmulator, RequestRecord
-from kaito_operator.sim.store import ResourceType
+from kaito_sandbox.sim.api_faults import ApiFault
+from kaito_sandbox.sim.emulator import FaithfulKubernetesEmulator, RequestRecord
+from kaito_sandbox.sim.store import ResourceType
 
 __all__ = [
     "ApiFault",

@@ -1,7 +1,7 @@
 """A small simulated AKS: the Node of an agent pool joins when ARM reports the pool Succeeded
 and goes when the pool is deleted (what the cluster autoscaler and kubelet do for real).
 
-It listens to :class:`~kaito_operator.sim.arm.ArmSimulator` callbacks and writes Nodes to the
+It listens to :class:`~kaito_sandbox.sim.arm.ArmSimulator` callbacks and writes Nodes to the
 Kubernetes API over HTTP from a worker thread of its own, so ARM's answers never wait on the
 API server, and Nodes join a little after the pool succeeds, as they do on AKS.  Everything is
 idempotent (409 on create and 404 on delete are "already so").  Nodes are named as AKS names
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from kaito_operator.sim.arm import ArmSimulator, PoolEvent
+from kaito_sandbox.sim.arm import ArmSimulator, PoolEvent
 
 __all__ = ["SimulatedAks", "node_name"]
 

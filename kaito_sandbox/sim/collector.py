@@ -19,7 +19,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from kaito_operator.sim.store import NAMESPACES, ObjKey, Store
+from kaito_sandbox.sim.store import NAMESPACES, ObjKey, Store
 
 __all__ = ["collect_garbage"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from kaito_operator.catalog import Catalog
-from kaito_operator.sandbox.state import read_state, sandbox_dir
+from kaito_sandbox.state import read_state, sandbox_dir
 
 WS = "/apis/kaito.sh/v1alpha1/namespaces/{ns}/workspaces"
 BANNER = (
@@ -55,7 +55,7 @@ def up(args: argparse.Namespace, catalog: Catalog) -> int:
     root.mkdir(parents=True, exist_ok=True)
     (root / "state.json").unlink(missing_ok=True)
     with open(root / "daemon.log", "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "kaito_operator.sandbox.daemon", "--dir",
+        subprocess.Popen([sys.executable, "-m", "kaito_sandbox.daemon", "--dir",
                           str(root)], stdout=out, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + args.timeout

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_operator.sim import errors
-from kaito_operator.sim.routing import Target
-from kaito_operator.sim.selectors import FieldSelector, LabelSelector, SelectorError
-from kaito_operator.sim.store import ResourceType, Store, WatchEvent
+from kaito_sandbox.sim import errors
+from kaito_sandbox.sim.routing import Target
+from kaito_sandbox.sim.selectors import FieldSelector, LabelSelector, SelectorError
+from kaito_sandbox.sim.store import ResourceType, Store, WatchEvent
 
 __all__ = ["DEFAULT_WATCH_TIMEOUT", "WatchHub"]
 

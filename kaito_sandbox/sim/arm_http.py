@@ -1,4 +1,4 @@
-"""HTTPS plumbing of the simulated ARM endpoint (`kaito_operator.sim.arm`).
+"""HTTPS plumbing of the simulated ARM endpoint (`kaito_sandbox.sim.arm`).
 
 Split out of arm.py so the simulator module holds only ARM semantics (pools and long-running
 operations).  Here: the TLS listener on loopback with a fresh throwaway CA, its server thread
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from kaito_operator.sim.arm_faults import _error, _Reply
-from kaito_operator.sim.certs import write_server_cert
+from kaito_sandbox.sim.arm_faults import _error, _Reply
+from kaito_sandbox.sim.certs import write_server_cert
 
 if TYPE_CHECKING:
-    from kaito_operator.sim.arm import ArmSimulator
+    from kaito_sandbox.sim.arm import ArmSimulator
 
 __all__ = ["HttpsEndpoint", "Route", "reject", "route"]
 

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 
 from kaito_operator.catalog import load_catalog, presets_dir
-from kaito_operator.sandbox.agent import NodeAgent
-from kaito_operator.sandbox.kubelet import free_port
-from kaito_operator.sandbox.model import choose_model
-from kaito_operator.sandbox.state import write_state
+from kaito_sandbox.agent import NodeAgent
+from kaito_sandbox.kubelet import free_port
+from kaito_sandbox.model import choose_model
+from kaito_sandbox.state import write_state
 
 log = logging.getLogger("kaito.sandbox")
 
@@ -57,9 +57,9 @@ def _operator(
 
 
 def run(root: Path) -> int:
-    from kaito_operator.sim.aks import SimulatedAks
-    from kaito_operator.sim.arm import ArmSimulator
-    from kaito_operator.sim.kube_api import KubeApiEmulator
+    from kaito_sandbox.sim.aks import SimulatedAks
+    from kaito_sandbox.sim.arm import ArmSimulator
+    from kaito_sandbox.sim.kube_api import KubeApiEmulator
 
     root.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -84,7 +84,7 @@ def run(root: Path) -> int:
         stack.append(aks)
         registry = None
         if Path("/usr/bin/docker-registry").exists():
-            from kaito_operator.sim.registry import LocalRegistry
+            from kaito_sandbox.sim.registry import LocalRegistry
 
             registry = LocalRegistry().start()
             stack.append(registry)
@@ -147,7 +147,7 @@ def run(root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kaito_operator.sandbox.daemon")
+    parser = argparse.ArgumentParser(prog="python -m kaito_sandbox.daemon")
     parser.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,

@@ -15,9 +15,9 @@ Deviations kept on purpose: no paging of LIST, no etags, no ``Retry-After`` on o
 no managed-cluster resource (any cluster name exists), validation of a few fields only.
 
 This module holds the ARM semantics (pools, operations, validation); the fault types live in
-`kaito_operator.sim.arm_faults` and the https listener and request front door in
-`kaito_operator.sim.arm_http`, both split out to keep modules small.  The fault types are
-re-exported here, so ``from kaito_operator.sim.arm import ArmSimulator, Fault`` keeps working.
+`kaito_sandbox.sim.arm_faults` and the https listener and request front door in
+`kaito_sandbox.sim.arm_http`, both split out to keep modules small.  The fault types are
+re-exported here, so ``from kaito_sandbox.sim.arm import ArmSimulator, Fault`` keeps working.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaito_operator.sim.arm_faults import CallRecord, Fault, FaultTable, PoolEvent, _error, _Reply
-from kaito_operator.sim.arm_http import HttpsEndpoint, Route, reject, route
+from kaito_sandbox.sim.arm_faults import CallRecord, Fault, FaultTable, PoolEvent, _error, _Reply
+from kaito_sandbox.sim.arm_http import HttpsEndpoint, Route, reject, route
 
 __all__ = ["ArmSimulator", "CallRecord", "Fault", "PoolEvent"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_operator.sim import errors
-from kaito_operator.sim.selectors import FieldSelector, LabelSelector
+from kaito_sandbox.sim import errors
+from kaito_sandbox.sim.selectors import FieldSelector, LabelSelector
 
 __all__ = ["ObjKey", "ResourceType", "Store", "WatchEvent"]
 

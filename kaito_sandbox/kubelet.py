@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from kaito_operator.sandbox.containers import LocalCommand, NotRunnable, local_command
+from kaito_sandbox.containers import LocalCommand, NotRunnable, local_command
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 BACKOFF_START, BACKOFF_MAX = 2.0, 30.0

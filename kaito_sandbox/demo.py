@@ -103,7 +103,7 @@ _FAILED = {"TuningJobFailed", "InvalidWorkspace", "MachineFailed", "ErrImagePull
 def _failure(env: dict[str, str], name: str) -> str | None:
     import httpx
 
-    from kaito_operator.sandbox.state import read_state
+    from kaito_sandbox.state import read_state
 
     state = read_state(Path(env["KAITO_SANDBOX_DIR"])) or {}
     path = f"/apis/kaito.sh/v1alpha1/namespaces/default/workspaces/{name}"
@@ -210,7 +210,7 @@ def tuning_flow(env: dict[str, str], tmp: Path, timeout: float) -> int:
         return 1
     import httpx
 
-    from kaito_operator.sandbox.state import read_state
+    from kaito_sandbox.state import read_state
 
     port = (read_state(tmp) or {}).get("services", {}).get("default/workspace-phi-3-sums")
     models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
