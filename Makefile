@@ -8,10 +8,13 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test lint demo crds images locks clean
+.PHONY: help venv test test-fast contracts lint typecheck demo crds images locks clean
 
 help:
 	@echo "make test   set up .venv and run the test suite"
+	@echo "make test-fast  unit and in-process tests only (-m 'not slow and not e2e'), under a minute"
+	@echo "make contracts  check the layer contracts ([tool.importlinter] in pyproject.toml)"
+	@echo "make typecheck  mypy --strict on the product packages ([tool.mypy] in pyproject.toml)"
 	@echo "make demo   set up .venv and run the product's main flow locally"
 	@echo "make crds   regenerate crds/ (and the charts' copies) from the API models"
 	@echo "make images build the operator, inference, tuning and preset images (Docker)"
@@ -35,10 +38,23 @@ $(STAMP): pyproject.toml | $(SYSTEM_DEPS)
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check kaito_operator kaito_egress inference_server tuning_job tests benchmarks
+	$(VENV)/bin/ruff check kaito_operator kaito_egress kaito_workload kaito_sandbox inference_server tuning_job \
+		tests benchmarks setup.py
 
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck contracts
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop while working: what needs no server process, operator, emulator or model.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+# The packages and flags are in [tool.mypy] of pyproject.toml; the cache is .mypy_cache.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# Which package may import which: [tool.importlinter] in pyproject.toml.
+contracts: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 demo: $(STAMP)
 	$(PY) -m kaito_sandbox.demo
@@ -65,4 +81,4 @@ locks:
 	UV=$${UV:-uv} sh locks/update.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

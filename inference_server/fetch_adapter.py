@@ -4,13 +4,12 @@
 [--docker-config-dir=/var/run/secrets/kaito/docker]`.  REF is either an OCI artifact pushed by oras
 (titled layers: the files themselves, or a directory tarball) or a container image whose
 filesystem holds the adapter under `/data` (KAITO's older convention).  The registry side (auth,
-retries, manifests, digest-checked blobs) lives in `inference_server.oci_client`; this module
-applies the layers with traversal-proof extraction and owns the CLI.  The client's names
-(`FetchError`, `parse_reference`, `load_auths`, ...) are re-exported here for existing callers.
+retries, manifests, digest-checked blobs) is `inference_server.oci_client`; this module applies
+the layers with traversal-proof extraction and owns the CLI.
 
 Failure is one line on stderr and in `/dev/termination-log` (what `kubectl describe pod`
-shows), exit code 1; the output directory is replaced atomically, so a restarted init container
-never sees a half-written adapter.
+shows; `kaito_workload.termination`), exit code 1; the output directory is replaced atomically,
+so a restarted init container never sees a half-written adapter.
 """
 
 from __future__ import annotations
@@ -19,31 +18,18 @@ import argparse
 import contextlib
 import dataclasses
 import gzip
-import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import httpx
 
-from inference_server.oci_client import (  # noqa: F401 - re-exported: callers import them here
-    ACCEPT,
-    DEFAULT_LIMITS,
-    DOCKER_HUB,
-    INDEX_TYPES,
-    MAX_MANIFEST,
-    RETRY_STATUSES,
-    FetchError,
-    RegistryClient,
-    is_loopback,
-    load_auths,
-    parse_reference,
-)
+from inference_server.oci_client import DEFAULT_LIMITS, RegistryClient
 from kaito_egress.flags import add_limit_flags, at_most, limits_from
 from kaito_egress.guard import EgressError, EgressGuard
 from kaito_egress.limits import (
@@ -54,14 +40,28 @@ from kaito_egress.limits import (
     human,
     inflate_file,
 )
+from kaito_workload.oci import Credentials, RegistryError, load_auths, parse_reference
+from kaito_workload.termination import report_failure
 
-__all__ = ["FetchError", "fetch", "load_auths", "main", "parse_reference", "safe_relpath"]
+__all__ = ["FetchError", "build_parser", "fetch", "main", "safe_relpath"]
 
 TITLE = "org.opencontainers.image.title"
 UNPACK = "io.deis.oras.content.unpack"
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_LAYERS = 128
 MAX_MEMBERS = 10_000
+
+
+class FetchError(Exception):
+    """A failed pull, with a message meant for the user (the pod's termination message)."""
+
+
+@contextlib.contextmanager
+def _as_fetch_error() -> Iterator[None]:
+    """Registry and egress failures surface as :class:`FetchError` with their message."""
+    try:
+        yield
+    except (RegistryError, EgressError) as err:
+        raise FetchError(str(err)) from err
 
 
 def safe_relpath(name: str) -> PurePosixPath:
@@ -130,7 +130,7 @@ def _open_tar(layer: _Layer) -> Iterator[tuple[tarfile.TarFile, list[tarfile.Tar
     data.seek(0)
     try:
         with tarfile.open(fileobj=data, mode="r:") as tar:
-            members = []
+            members: list[tarfile.TarInfo] = []
             for info in tar:
                 if len(members) >= MAX_MEMBERS:
                     raise FetchError(f"{layer.what} holds more than {MAX_MEMBERS} entries")
@@ -202,8 +202,8 @@ def _extract(blob: _Layer, root: Path, *, image_layer: bool, budget: Budget) -> 
                     _remove(folder / rel.name[4:])
             elif info.isdir():
                 root.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
-            elif info.isfile():
-                _write(root, rel, tar.extractfile(info), budget)  # type: ignore[arg-type]
+            elif info.isfile() and (data := tar.extractfile(info)) is not None:
+                _write(root, rel, data, budget)
 
 
 def _layers(manifest: dict[str, Any], limits: TransferLimits) -> list[dict[str, Any]]:
@@ -214,32 +214,45 @@ def _layers(manifest: dict[str, Any], limits: TransferLimits) -> list[dict[str, 
     if len(layers) > MAX_LAYERS:
         raise FetchError(f"manifest lists {len(layers)} layers, more than {MAX_LAYERS}")
     sizes = [x.get("size") for x in layers]
-    if all(isinstance(n, int) and n >= 0 for n in sizes):
-        total = sum(sizes)  # type: ignore[arg-type]
+    declared = [n for n in sizes if isinstance(n, int) and n >= 0]
+    if len(declared) == len(sizes):
+        total = sum(declared)
         if total > limits.max_total_bytes:
             raise FetchError(f"the adapter's layers declare {total} bytes, more than the "
                              f"total cap of {human(limits.max_total_bytes)}")
     return layers
 
 
-def fetch(image: str, output: Path, auths: dict[str, tuple[str, str]], *, insecure: bool = False,
-          retries: int = 5, backoff: float = 0.5,
+def fetch(image: str, output: Path, auths: Mapping[str, Credentials], *,
+          insecure: bool = False, retries: int = 5, backoff: float = 0.5,
           transport: httpx.BaseTransport | None = None, guard: EgressGuard | None = None,
           limits: TransferLimits = DEFAULT_LIMITS) -> tuple[str, list[str]]:
     """Pulls ``image`` into ``output`` (replaced atomically); returns (digest, file names)."""
-    host, repo, reference = parse_reference(image)
-    bounds = _Bounds(limits, Deadline(limits.deadline_s, f"pulling {image}"),
-                     Budget(limits.max_total_bytes, "the adapter's blobs"),
-                     Budget(limits.max_total_bytes, "the adapter's decompressed layers"),
-                     Budget(limits.max_total_bytes, "the adapter's unpacked files"))
-    client = RegistryClient(host, repo, auths.get(host), insecure=insecure, retries=retries,
-                            backoff=backoff, transport=transport, guard=guard, limits=limits,
-                            deadline=bounds.deadline)
+    with _as_fetch_error():
+        ref = parse_reference(image)
+        bounds = _Bounds(limits, Deadline(limits.deadline_s, f"pulling {image}"),
+                         Budget(limits.max_total_bytes, "the adapter's blobs"),
+                         Budget(limits.max_total_bytes, "the adapter's decompressed layers"),
+                         Budget(limits.max_total_bytes, "the adapter's unpacked files"))
+        client = RegistryClient(ref.host, ref.repository, auths.get(ref.host),
+                                insecure=insecure, retries=retries, backoff=backoff,
+                                transport=transport, guard=guard, limits=limits,
+                                deadline=bounds.deadline)
+        try:
+            return _pull(client, ref.version, output, bounds)
+        finally:
+            client.close()
+
+
+def _pull(client: RegistryClient, reference: str, output: Path,
+          bounds: _Bounds) -> tuple[str, list[str]]:
+    """Applies the layers of `reference` in a staging directory next to ``output``, checks
+    that an adapter came out, then renames the stage to ``output``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         manifest, digest = client.manifest(reference)
-        for layer in _layers(manifest, limits):
+        for layer in _layers(manifest, bounds.limits):
             title = str((layer.get("annotations") or {}).get(TITLE, ""))
             with tempfile.TemporaryFile() as raw:
                 client.blob(layer, raw, bounds.blobs)
@@ -261,22 +274,8 @@ def fetch(image: str, output: Path, auths: dict[str, tuple[str, str]], *, insecu
             shutil.rmtree(output)
         stage.rename(output)
         return digest, sorted(str(p.relative_to(output)) for p in output.rglob("*"))
-    except EgressError as err:
-        raise FetchError(str(err)) from err
     finally:
-        client.close()
         shutil.rmtree(stage, ignore_errors=True)
-
-
-def _report_failure(message: str, termination_log: str) -> None:
-    message = " ".join(message.split())  # one line: that is what the pod status shows
-    print(message, file=sys.stderr)
-    path = Path(termination_log)
-    if termination_log != DEFAULT_TERMINATION_LOG or path.exists():
-        try:
-            path.write_text(message + "\n")
-        except OSError:
-            pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         "total": "cap on the adapter's blobs and on its unpacked files",
         "ratio": "largest decompression ratio of a gzip layer",
         "private": "allow registries on private (RFC 1918, CGNAT, ULA) addresses"})
-    parser.add_argument("--termination-log", default=os.environ.get(
-        "KAITO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG), help="where the failure line goes")
+    parser.add_argument("--termination-log", help="where the failure line goes (default: "
+                        "$KAITO_TERMINATION_LOG, else /dev/termination-log)")
     return parser
 
 
@@ -306,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             return 0
-        log = os.environ.get("KAITO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
-        _report_failure("fetch adapter: invalid arguments (see usage above)", log)
+        report_failure("fetch adapter: invalid arguments (see usage above)")
         return 1
     try:
         auths = load_auths(args.docker_config_dir)
@@ -315,12 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         guard = EgressGuard.from_env(allow_private=args.allow_private)
         digest, files = fetch(args.image, Path(args.output), auths, insecure=args.insecure,
                               retries=args.retries, guard=guard, limits=limits)
-    except FetchError as err:
-        _report_failure(f"fetch adapter {args.image}: {err}", args.termination_log)
+    except (FetchError, RegistryError) as err:
+        report_failure(f"fetch adapter {args.image}: {err}", args.termination_log)
         return 1
     except Exception as err:  # noqa: BLE001 - the pod must say why, whatever broke
-        _report_failure(f"fetch adapter {args.image}: unexpected {type(err).__name__}: {err}",
-                        args.termination_log)
+        report_failure(f"fetch adapter {args.image}: unexpected {type(err).__name__}: {err}",
+                       args.termination_log)
         return 1
     print(f"fetched {args.image} ({digest}) into {args.output}: {', '.join(files)}")
     return 0

@@ -14,7 +14,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from .errors import QueueFullError
 
@@ -47,7 +47,7 @@ class TextPool:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="kaito-text")
         return self._executor
 
-    def _release(self, _: Future[object]) -> None:
+    def _release(self, _: Future[Any]) -> None:
         with self._lock:
             self._pending -= 1
 

@@ -162,5 +162,5 @@ def create_tiny_adapter(
     )
     peft_model = get_peft_model(base, config)
     out = Path(out_dir)
-    peft_model.save_pretrained(out)
+    peft_model.save_pretrained(str(out))
     return out

@@ -33,7 +33,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
-                    socket_options: Iterable[tuple[int, int, int]] | None = None,
+                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
                     ) -> httpcore.NetworkStream:
         try:
             targets = self._guard.targets(host, port)
@@ -49,7 +49,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
         raise last or httpcore.ConnectError(f"cannot connect to {host}")
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[tuple[int, int, int]] | None = None,
+                            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
                             ) -> httpcore.NetworkStream:
         raise EgressRefused("unix sockets are not an egress target")
 

@@ -1,10 +1,11 @@
 """The only module that talks to the Kubernetes API server (besides kopf itself).
 
 A small async JSON client on aiohttp: get, list (label selectors), create, merge-patch,
-status patch, delete, and Events. Errors come back as `ApiError` with the HTTP status, so
-callers can say "404 is gone, 409 is already there" in one place (`ignore_conflict`,
-`ignore_not_found`). Connection details come from kopf's login (`ConnectionInfo`), so the
-operator and its client authenticate the same way.
+status patch, delete, and Events. Errors come back as `ApiError` with the HTTP status and the
+Status reason; the answers that mean "already done" are handled here once: `get_or_none`
+(404 is gone), `create_if_missing` (409 is already there), `delete` (404 is already deleted).
+`is_unreachable` tells a request that got no answer at all. Connection details come from
+kopf's login (`ConnectionInfo`), so the operator and its client authenticate the same way.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ class ApiError(Exception):
         self.action = action
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Did a request fail without an answer from the API server (connection, timeout)?"""
+    return isinstance(exc, aiohttp.ClientError | TimeoutError)
+
+
 @dataclass(frozen=True)
 class Connection:
     """How to reach the API server (from kopf's `ConnectionInfo`)."""
@@ -190,7 +196,8 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
-    ) -> Any:
+    ) -> dict[str, Any]:
+        """The JSON object the API server answered with (`{}` for an empty body)."""
         kwargs: dict[str, Any] = {"params": dict(params or {})}
         if body is not None:
             kwargs["json"] = body
@@ -198,7 +205,11 @@ class KubeClient:
         async with self._session.request(method, self._base + path, **kwargs) as response:
             if response.status >= 400:
                 raise await _api_error(response, method, path)
-            return await response.json(content_type=None) if response.content_length != 0 else {}
+            data = await response.json(content_type=None) if response.content_length != 0 else {}
+        if not isinstance(data, dict):
+            raise ApiError(500, "InternalError", f"the answer is a JSON {type(data).__name__}, "
+                           "not an object", describe_request(method, path))
+        return data
 
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any]:
         return await self._request("GET", kind.path(namespace, name))

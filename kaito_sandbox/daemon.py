@@ -126,7 +126,8 @@ def run(root: Path) -> int:
                 write_state(state, root)
             for proc in operators:
                 if proc.poll() is not None:
-                    log.error("%s exited with %s; see its log", proc.args[0], proc.returncode)
+                    command = proc.args[0]  # type: ignore[index]  # the argv list given to Popen
+                    log.error("%s exited with %s; see its log", command, proc.returncode)
                     stop.set()
         agent.stop()
         for proc in operators:

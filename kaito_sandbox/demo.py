@@ -1,7 +1,7 @@
 """`make demo`: the product's main flow, as far as it runs locally today.
 
 1. the catalog, and the example Workspaces checked the way the admission webhook will;
-2. the quick start on the local sandbox (DESIGN §8): the real workspace operator and
+2. the quick start on the local sandbox (docs/design.md §8): the real workspace operator and
    gpu-provisioner processes against an API emulator and a simulated Azure, GPU nodes that
    join when their pool is created, and the real inference server run as a local process
    answering /chat; then the Workspace is deleted and everything stopped.

@@ -1,5 +1,12 @@
 """Fixtures shared by every test tier: nothing reaches the Hugging Face hub, one tiny model
-per session, and termination messages written where a test can read them."""
+per session, and termination messages written where a test can read them.
+
+The `slow` marker: besides the few tests that carry it themselves, it is set here on every
+test that uses one of SLOW_FIXTURES (directly or through another fixture) and on the tests
+SLOW_TESTS names. `make test-fast` (``pytest -m "not slow and not e2e"``) runs the rest: the
+unit tests and the in-process tests that start no emulator, operator, registry, process or
+model.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,58 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+#: Fixtures that start something: a test using one is `slow`.
+SLOW_FIXTURES = {
+    "kube_api": "the Kubernetes API emulator (component tests; operators run against it)",
+    "tiny_model_dir": "torch and transformers, and a tiny model built with them",
+    "registry": "an OCI registry process (Debian's docker-registry)",
+    "arm": "the simulated ARM endpoint with its TLS server",
+}
+
+#: Tests that are slow without such a fixture, by file or file::test, with the reason.
+SLOW_TESTS = {
+    "tests/component/test_demo.py": "runs the demo in a process of its own",
+    "tests/component/test_sandbox.py": "runs the sandbox daemon and the kaito command",
+    "tests/component/test_rbac.py": "runs both operators against an emulator of their own",
+    "tests/component/test_fetch_adapter.py": "runs the adapter fetcher against registry processes",
+    "tests/component/test_hostile_fetches.py":
+        "a hostile HTTP server; several cases wait out deadlines of about a second",
+    "tests/inference/test_units.py::test_importing_does_no_work":
+        "imports torch and transformers in a process",
+    "tests/inference/test_engine.py::test_model_id_download_failure_is_a_startup_error":
+        "loads transformers to try a download",
+    "tests/tuning/test_config_data.py::test_unknown_library_keys_are_refused":
+        "imports transformers and peft to read their argument names",
+    "tests/unit/test_charts.py::test_every_object_is_valid_for_kubernetes_1_30_to_1_37":
+        "checks every rendered object against eight Kubernetes versions' schemas",
+    "tests/unit/test_cli_garbage.py::test_command_in_a_process_with_an_ascii_terminal":
+        "runs the kaito command in a process",
+    "tests/unit/test_packaging.py::test_installed_kaito_command_runs":
+        "runs the installed kaito command in a process",
+}
+
+
+def _check_slow_tests(root: Path) -> None:
+    """Every entry of SLOW_TESTS names a file that exists and a test defined in it."""
+    for entry in SLOW_TESTS:
+        path, _, test = entry.partition("::")
+        source = root / path
+        if not source.is_file():
+            raise pytest.UsageError(f"SLOW_TESTS in tests/conftest.py names {path}: no such file")
+        if test and f"def {test}(" not in source.read_text():
+            raise pytest.UsageError(f"SLOW_TESTS in tests/conftest.py names {entry}: no such test")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(config.rootpath)
+    _check_slow_tests(root)
+    for item in items:
+        path = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        test = f"{path}::{item.name.split('[')[0]}"
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES.keys() or path in SLOW_TESTS or test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

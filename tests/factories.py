@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from kaito_operator.api.workspace import Workspace
+from kaito_operator.catalog import Catalog
+from kaito_operator.validation import Finding, errors, summary, validate_workspace
+
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 _MISSING = object()
@@ -97,3 +101,20 @@ def example_workspaces() -> Iterator[Any]:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "Workspace":
                 yield pytest.param(doc, id=path.name)
+
+
+class WorkspaceInvalid(ValueError):
+    """Raised by `parse_workspace`; carries every error found."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        super().__init__(summary(findings))
+
+
+def parse_workspace(obj: dict[str, Any], catalog: Catalog) -> Workspace:
+    """The typed Workspace, as the controller sees it once `validate_workspace` (the product's
+    entry point) found no error, or `WorkspaceInvalid` with every error found."""
+    found = errors(validate_workspace(obj, catalog))
+    if found:
+        raise WorkspaceInvalid(found)
+    return Workspace.model_validate(obj)

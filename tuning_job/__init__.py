@@ -1,4 +1,4 @@
-"""The LoRA/QLoRA trainer that runs inside a tuning Job pod (DESIGN §6).
+"""The LoRA/QLoRA trainer that runs inside a tuning Job pod (docs/design.md §6).
 
 `python -m tuning_job --config /mnt/config/training_config.yaml` reads KAITO's `training_config`
 layout, trains an adapter on the data in `/mnt/data` and pushes it as an OCI artifact (or leaves

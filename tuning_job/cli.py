@@ -12,7 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-from tuning_job.errors import TuningError, report_failure, termination_log
+from kaito_workload.termination import report_failure, termination_log
+from tuning_job.errors import TuningError
 from tuning_job.metrics import MetricsFile
 
 log = logging.getLogger("tuning_job")

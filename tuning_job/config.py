@@ -107,7 +107,8 @@ def infer_method(sections: dict[str, dict[str, Any]]) -> str:
     return "qlora" if sections.get("QuantizationConfig", {}).get("load_in_4bit") else "lora"
 
 
-def merge(defaults: dict[str, dict[str, Any]], user: dict[str, dict[str, Any]]) -> dict:
+def merge(defaults: dict[str, dict[str, Any]],
+          user: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Section by section, the user's keys over the defaults' (one level deep, as KAITO)."""
     return {name: {**defaults.get(name, {}), **user.get(name, {})} for name in SECTIONS}
 

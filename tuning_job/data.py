@@ -90,11 +90,12 @@ def load_rows(settings: DatasetSettings) -> Any:
 
 @dataclass(frozen=True)
 class Layout:
-    """Which columns hold the training text."""
+    """Which columns hold the training text: the chat column `messages`, or (when it is None)
+    the `prompt` and `completion` columns of text pairs."""
 
     messages: str | None = None
-    prompt: str | None = None
-    completion: str | None = None
+    prompt: str = ""
+    completion: str = ""
 
 
 def detect_layout(columns: Iterable[str], settings: DatasetSettings) -> Layout:

@@ -35,7 +35,8 @@ from kaito_egress.limits import (
     copy_bounded,
     human,
 )
-from tuning_job.errors import DownloadError, report_failure, termination_log
+from kaito_workload.termination import report_failure, termination_log
+from tuning_job.errors import DownloadError
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 DEFAULT_LIMITS = TransferLimits(deadline_s=3600.0, max_file_bytes=10 * GiB,
@@ -133,7 +134,7 @@ def download_all(urls: list[str], output: Path, *, retries: int = 4, backoff: fl
             raise DownloadError(f"download {url}: {err}") from err
     output.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
-    written = []
+    written: list[Path] = []
     deadline = Deadline(limits.deadline_s, "the download")
     budget = Budget(limits.max_total_bytes, "the downloaded files")
     with guarded_client(guard, transport=transport) as client:

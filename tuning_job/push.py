@@ -13,153 +13,110 @@ Workspace can show, and tells oras which auth backend the registry speaks.
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import re
-import time
 from pathlib import Path
 
 import httpx
 
 from kaito_egress.guard import EgressError, EgressGuard
-from kaito_egress.http import guarded_client, open_stream, raw_chunks
-from kaito_egress.limits import Budget, Deadline, MiB, TransferLimits, copy_bounded
-from kaito_egress.policy import is_literal_loopback
+from kaito_egress.limits import Deadline, MiB, TransferLimits
 from kaito_egress.requests_adapter import guard_session
+from kaito_workload.oci import (
+    Credentials,
+    ImageReference,
+    RegistryError,
+    RegistrySession,
+    basic_authorization,
+    is_loopback,
+    parse_challenge,
+    parse_reference,
+    read_docker_config,
+    token_url,
+)
 from tuning_job.errors import PushError
 
-DOCKER_HUB = "registry-1.docker.io"
 PREFLIGHT_DEADLINE_S = 120.0
-#: Bounds of the pre-flight answers (`/v2/`, the token): small JSON documents.
+#: Bounds of the pre-flight requests (`/v2/`, the token): two minutes for the whole check,
+#: socket timeouts from the defaults; their bodies are not read.
 _SMALL = TransferLimits(deadline_s=PREFLIGHT_DEADLINE_S, max_file_bytes=MiB,
                         max_total_bytes=MiB)
 
 
-def parse_reference(ref: str) -> tuple[str, str, str]:
-    """`host[:port]/repo:tag` → (host, repo, tag); the output image must name its registry."""
-    rest, _, digest = ref.partition("@")
-    host, sep, path = rest.partition("/")
-    if not sep or not ("." in host or ":" in host or host == "localhost"):
+def output_reference(ref: str) -> ImageReference:
+    """The `--push` reference: it must name its registry, and a tag (`latest` if none) but no
+    digest."""
+    try:
+        parsed = parse_reference(ref)
+    except RegistryError:
+        parsed = None
+    if parsed is None or not parsed.names_registry:
         raise PushError(f"output image {ref!r} must be a full registry/repository:tag reference")
-    repo, colon, tag = path.rpartition(":")
-    if not colon or "/" in tag:
-        repo, tag = path, "latest"
-    if digest or not repo:
+    if parsed.digest:
         raise PushError(f"output image {ref!r} must be registry/repository:tag (no digest)")
-    return host, repo, tag
+    return parsed
 
 
-def is_loopback(host: str) -> bool:
-    """True only for a literal loopback registry address (`127.0.0.1:5000`, `[::1]:5000`)."""
-    return is_literal_loopback(host)
-
-
-def load_credentials(config: Path | None, host: str) -> tuple[str, str] | None:
-    """(user, password) for `host` from a docker config (`.dockerconfigjson` or config.json)."""
+def load_credentials(config: Path | None, host: str) -> Credentials | None:
+    """The push secret's credentials for `host` (a `.dockerconfigjson` or config.json)."""
     if config is None:
         return None
     try:
-        auths = json.loads(config.read_text()).get("auths") or {}
-    except (OSError, ValueError, AttributeError) as err:
-        raise PushError(f"unreadable docker config {config}: {err}") from err
-    for key, entry in auths.items():
-        name = key.split("://", 1)[-1].split("/", 1)[0]
-        name = DOCKER_HUB if name in ("index.docker.io", "docker.io") else name
-        if name != host or not isinstance(entry, dict):
-            continue
-        user, password = entry.get("username"), entry.get("password")
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, TypeError) as err:
-                raise PushError(f"docker config {config}: the auth of {key} is not "
-                                f"base64 user:password") from err
-        if user:
-            return user, password or ""
-    return None
+        return read_docker_config(config).get(host)
+    except RegistryError as err:
+        raise PushError(str(err)) from err
 
 
-def _challenge(header: str) -> tuple[str, dict[str, str]]:
-    scheme, _, params = header.strip().partition(" ")
-    fields = re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]*))', params)
-    return scheme.lower(), {k.lower(): quoted or bare for k, quoted, bare in fields}
+def _status(session: RegistrySession, url: str, headers: dict[str, str]) -> httpx.Response:
+    """The answer to one GET, body unread (the pre-flight looks at status and headers)."""
+    resp = session.send(url, headers)
+    resp.close()
+    return resp
 
 
-def _get(http: httpx.Client, guard: EgressGuard, url: str, host: str, retries: int,
-         headers: dict[str, str], deadline: Deadline) -> httpx.Response:
-    """A GET through the egress guard (redirects checked), body read (at most 1 MiB),
-    with bounded retries on connection errors and 5xx."""
-    plain_ok = is_loopback(host) and guard.policy.allow_loopback
-    for attempt in range(retries + 1):
-        try:
-            resp = open_stream(http, guard, url, headers=headers, deadline=deadline,
-                               credentials_over_http=plain_ok)
-            try:
-                body = io.BytesIO()
-                copy_bounded(raw_chunks(resp), body, limits=_SMALL, what=f"{url}",
-                             deadline=deadline, budget=Budget(_SMALL.max_file_bytes, url),
-                             encoding=resp.headers.get("content-encoding", "identity"))
-            finally:
-                resp.close()
-        except httpx.TransportError as err:
-            if attempt == retries:
-                raise PushError(f"cannot reach registry {host}: {err}") from err
-        except EgressError as err:
-            raise PushError(f"registry {host}: {err}") from err
-        else:
-            if resp.status_code < 500 or attempt == retries:
-                return resp
-        time.sleep(min(0.5 * 2**attempt, 10.0, deadline.remaining()))
-    raise AssertionError("unreachable")
-
-
-def _basic(creds: tuple[str, str]) -> str:
-    return "Basic " + base64.b64encode(":".join(creds).encode()).decode()
-
-
-def preflight(host: str, repo: str, creds: tuple[str, str] | None, *, insecure: bool,
+def preflight(host: str, repo: str, creds: Credentials | None, *, insecure: bool,
               retries: int = 3, guard: EgressGuard | None = None,
               transport: httpx.BaseTransport | None = None) -> str:
     """Checks that the registry answers and accepts the credentials for pushing `repo`;
     returns the oras auth backend to use (`basic` or `token`)."""
-    guard = guard or EgressGuard.from_env()
-    plain = insecure or is_loopback(host)
-    if plain and creds and not (is_loopback(host) and guard.policy.allow_loopback):
-        raise PushError(f"refusing to send the push secret's credentials over plain http to "
-                        f"{host}")
-    scheme = "http" if plain else "https"
-    who = f"user {creds[0]!r}" if creds else "anonymous access"
-    deadline = Deadline(PREFLIGHT_DEADLINE_S, f"checking registry {host}")
-    with guarded_client(guard, transport=transport) as http:
-        resp = _get(http, guard, f"{scheme}://{host}/v2/", host, retries, {}, deadline)
-        if resp.status_code == 200:
-            return "basic"
-        if resp.status_code != 401:
-            raise PushError(f"registry {host} answered HTTP {resp.status_code} to /v2/")
-        kind, fields = _challenge(resp.headers.get("WWW-Authenticate", ""))
-        if creds is None:
-            raise PushError(f"registry {host} needs credentials and the push secret has none "
-                            f"for it")
-        auth = {"Authorization": _basic(creds)}
-        if kind == "bearer" and fields.get("realm"):
-            params = {"service": fields.get("service", host),
-                      "scope": f"repository:{repo}:pull,push"}
-            try:
-                realm = str(httpx.URL(fields["realm"], params=params))
-            except (httpx.InvalidURL, ValueError, TypeError) as err:
-                raise PushError(f"registry {host} sent an unusable token realm "
-                                f"{fields['realm'][:100]!r}") from err
-            token = _get(http, guard, realm, host, retries, auth, deadline)
-            if token.status_code != 200:
-                raise PushError(f"registry {host} rejected the push secret's credentials "
-                                f"({who}): token service answered HTTP {token.status_code}")
-            return "token"
-        again = _get(http, guard, f"{scheme}://{host}/v2/", host, retries, auth, deadline)
-        if again.status_code in (401, 403):
-            raise PushError(f"registry {host} rejected the push secret's credentials ({who}): "
-                            f"HTTP {again.status_code}")
+    try:
+        session = RegistrySession(host, creds, insecure=insecure, limits=_SMALL,
+                                  deadline=Deadline(PREFLIGHT_DEADLINE_S,
+                                                    f"checking registry {host}"),
+                                  secret="push secret", retries=retries, guard=guard,
+                                  transport=transport)
+        try:
+            return _check_push_access(session, repo)
+        finally:
+            session.close()
+    except RegistryError as err:
+        raise PushError(str(err)) from err
+
+
+def _check_push_access(session: RegistrySession, repo: str) -> str:
+    host, creds = session.host, session.creds
+    resp = _status(session, session.root, {})
+    if resp.status_code == 200:
         return "basic"
+    if resp.status_code != 401:
+        raise PushError(f"registry {host} answered HTTP {resp.status_code} to /v2/")
+    kind, fields = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+    if creds is None:
+        raise PushError(f"registry {host} needs credentials and the push secret has none "
+                        f"for it")
+    who = f"user {creds[0]!r}"
+    auth = {"Authorization": basic_authorization(creds)}
+    if kind == "bearer" and fields.get("realm"):
+        params = {"service": fields.get("service", host),
+                  "scope": f"repository:{repo}:pull,push"}
+        token = _status(session, token_url(host, fields["realm"], params), auth)
+        if token.status_code != 200:
+            raise PushError(f"registry {host} rejected the push secret's credentials "
+                            f"({who}): token service answered HTTP {token.status_code}")
+        return "token"
+    again = _status(session, session.root, auth)
+    if again.status_code in (401, 403):
+        raise PushError(f"registry {host} rejected the push secret's credentials ({who}): "
+                        f"HTTP {again.status_code}")
+    return "basic"
 
 
 def push_adapter(files: list[Path], reference: str, docker_config: Path | None, *,
@@ -170,10 +127,11 @@ def push_adapter(files: list[Path], reference: str, docker_config: Path | None, 
     import oras.client
 
     guard = guard or EgressGuard.from_env()
-    host, repo, _ = parse_reference(reference)
-    creds = load_credentials(docker_config, host)
-    backend = preflight(host, repo, creds, insecure=insecure, retries=retries, guard=guard)
-    client = oras.client.OrasClient(insecure=insecure or is_loopback(host),
+    ref = output_reference(reference)
+    creds = load_credentials(docker_config, ref.host)
+    backend = preflight(ref.host, ref.repository, creds, insecure=insecure, retries=retries,
+                        guard=guard)
+    client = oras.client.OrasClient(insecure=insecure or is_loopback(ref.host),
                                     auth_backend=backend)
     guard_session(client.session, guard)
     if creds:

@@ -113,6 +113,7 @@ def training_arguments(cfg: TuningConfig, has_eval: bool) -> Any:
 
 def main(cfg: TuningConfig, metrics: MetricsFile | None = None) -> TrainResult:
     """Train and save; returns the adapter directory and the final metrics."""
+    from peft import PeftModel
     from transformers import PrinterCallback, Trainer
     from transformers.utils import logging as hf_logging
 
@@ -140,7 +141,10 @@ def main(cfg: TuningConfig, metrics: MetricsFile | None = None) -> TrainResult:
     if eval_set is not None:
         final["eval_loss"] = trainer.evaluate()["eval_loss"]
     adapter_dir = Path(cfg.output_dir)
-    trainer.model.save_pretrained(adapter_dir)
+    trained = trainer.model
+    if not isinstance(trained, PeftModel):  # Trainer types it as any torch Module
+        raise TuningError(f"the trainer holds a {type(trained).__name__}, not the LoRA model")
+    trained.save_pretrained(str(adapter_dir))
     missing = [n for n in ADAPTER_FILES if not (adapter_dir / n).is_file()]
     if missing:
         raise TuningError(f"training finished but {', '.join(missing)} was not written")

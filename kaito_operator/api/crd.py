@@ -70,6 +70,7 @@ def _strip_optional(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any
 def structural_schema(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """Rewrite one pydantic JSON-Schema node into a structural OpenAPI v3 node."""
     node = _strip_optional(_resolve(node, defs), defs)
+    out: dict[str, Any]
     if node.get("x-kubernetes-int-or-string"):
         out = {"x-kubernetes-int-or-string": True}
         if "description" in node:
@@ -82,7 +83,7 @@ def structural_schema(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, A
         return out
     if "anyOf" in node:
         raise ValueError(f"not structural: anyOf of several types: {node['anyOf']}")
-    out: dict[str, Any] = {}
+    out = {}
     for key, value in node.items():
         if key in _KEPT:
             out[key] = value
@@ -141,7 +142,7 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _condition_column(type_: str, priority: int = 0) -> dict[str, Any]:
-    column = {
+    column: dict[str, Any] = {
         "name": type_,
         "type": "string",
         "jsonPath": f'.status.conditions[?(@.type=="{type_}")].status',
@@ -152,7 +153,7 @@ def _condition_column(type_: str, priority: int = 0) -> dict[str, Any]:
 
 
 def workspace_crd() -> dict[str, Any]:
-    """The Workspace CRD: short names, printer columns of DESIGN §2, status subresource."""
+    """The Workspace CRD: short names, printer columns of docs/design.md §2, status subresource."""
     columns = [
         {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"},
         _condition_column("ResourceReady"),

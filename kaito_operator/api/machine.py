@@ -1,4 +1,4 @@
-"""The `Machine` resource (`karpenter.sh/v1alpha5`, cluster-scoped), DESIGN §3.
+"""The `Machine` resource (`karpenter.sh/v1alpha5`, cluster-scoped), docs/design.md §3.
 
 The classic Karpenter-core Machine as KAITO uses it: the workspace controller creates one per
 missing GPU node; the gpu-provisioner is the only writer of its status, and sets the conditions

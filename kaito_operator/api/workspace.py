@@ -1,4 +1,4 @@
-"""The `Workspace` resource (`kaito.sh/v1alpha1`), DESIGN §2.
+"""The `Workspace` resource (`kaito.sh/v1alpha1`), docs/design.md §2.
 
 As in KAITO, `resource`, `inference` and `tuning` sit at the top level of the object (there is
 no `spec`). The CEL rules attached here (`x-kubernetes-validations`) are copied verbatim into

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kaito_operator.catalog.models import GpuSku, ModelPreset
+from kaito_operator.catalog.models import GpuSku, ModelPreset, TuningMethod
 
 MAX_NODES = 16
 
@@ -65,9 +65,9 @@ def nodes_needed(preset: ModelPreset, sku: GpuSku) -> int | None:
     return None
 
 
-def fit_tuning(preset: ModelPreset, sku: GpuSku, method: str) -> Fit:
+def fit_tuning(preset: ModelPreset, sku: GpuSku, method: TuningMethod) -> Fit:
     """Tuning runs on one node: its GPUs must each hold the method's per-GPU need."""
-    need = preset.tuning.per_gpu_memory_gib.get(method)  # type: ignore[call-overload]
+    need = preset.tuning.per_gpu_memory_gib.get(method)
     if need is None:
         return Fit(False, f"preset {preset.name} does not support {method} tuning")
     if sku.gpu_memory_gib < need:

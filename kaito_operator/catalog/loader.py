@@ -66,7 +66,11 @@ class Catalog:
 
     def tuning_template(self, method: str) -> dict[str, Any]:
         """The default `training_config` document for a tuning method."""
-        return _read_yaml(self.root / "tuning" / f"{method}.yaml")
+        path = self.root / "tuning" / f"{method}.yaml"
+        data = _read_yaml(path)
+        if not isinstance(data, dict):
+            raise CatalogError(f"{path}: expected a mapping")
+        return data
 
 
 def _read_yaml(path: Path) -> Any:
@@ -82,7 +86,8 @@ def _entries(path: Path, key: str) -> list[dict[str, Any]]:
     data = _read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise CatalogError(f"{path}: expected a top-level list `{key}:`")
-    return data[key]
+    entries: list[dict[str, Any]] = data[key]
+    return entries
 
 
 def _parse(path: Path, key: str, model: type[Any]) -> dict[str, Any]:

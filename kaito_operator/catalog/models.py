@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+#: The tuning methods a preset can support.
+TuningMethod = Literal["lora", "qlora"]
+
 
 class _Entry(BaseModel):
     model_config = ConfigDict(
@@ -34,7 +37,7 @@ class PresetResources(_Entry):
 
 class TuningSupport(_Entry):
     supported: bool = False
-    per_gpu_memory_gib: dict[Literal["lora", "qlora"], float] = Field(
+    per_gpu_memory_gib: dict[TuningMethod, float] = Field(
         default_factory=dict, alias="perGpuMemoryGiB"
     )
 
@@ -76,7 +79,7 @@ class ModelPreset(_Entry):
     readiness_timeout_seconds: int = Field(gt=0)
 
     @property
-    def tuning_methods(self) -> list[str]:
+    def tuning_methods(self) -> list[TuningMethod]:
         return sorted(self.tuning.per_gpu_memory_gib) if self.tuning.supported else []
 
 

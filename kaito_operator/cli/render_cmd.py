@@ -28,7 +28,7 @@ def render_workspace(ws: Workspace, catalog: Catalog, settings: Settings) -> lis
     disk = preset.resources.disk_gib if preset else settings.default_disk_gib
     machines = [build_machine(ws, i, disk) for i in range(ws.resource.count)]
     if ws.tuning is not None:
-        config, job = desired_tuning(ws, catalog, settings, [])
+        config, job = desired_tuning(ws, ws.tuning, catalog, settings, [])
         return machines + ([config] if config else []) + [job]
     services, workload = desired_inference(ws, catalog, settings, [])
     return machines + services + [workload]

@@ -23,6 +23,7 @@ import yaml
 try:  # libyaml is much faster; the pure-Python classes behave the same.
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    # mypy wants one class per name; the two loaders have the same interface.
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 MAX_DEPTH = 100
@@ -106,10 +107,11 @@ def check_shape(text: str, limits: Limits = Limits()) -> int:
                 aliases += 1
                 if aliases > limits.max_aliases:
                     raise YAMLInputError(f"more than {limits.max_aliases} aliases")
-                if any(frame.anchor == event.anchor for frame in stack):
-                    raise YAMLInputError(f"alias *{shorten(event.anchor, 40)} refers to a node "
+                anchor = event.anchor or ""  # an alias always names its anchor
+                if any(frame.anchor == anchor for frame in stack):
+                    raise YAMLInputError(f"alias *{shorten(anchor, 40)} refers to a node "
                                          "that contains it (a recursive structure)")
-                size, height = anchors.get(event.anchor, (1, 1))
+                size, height = anchors.get(anchor, (1, 1))
                 reached(len(stack) + height)
                 counted(size)
             elif isinstance(event, yaml.ScalarEvent):

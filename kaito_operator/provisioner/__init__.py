@@ -1,4 +1,4 @@
-"""The gpu-provisioner: one Karpenter `Machine` becomes one AKS agent pool (DESIGN §4).
+"""The gpu-provisioner: one Karpenter `Machine` becomes one AKS agent pool (docs/design.md §4).
 
 Modules:
 
@@ -11,7 +11,8 @@ Modules:
 - ``lifecycle`` pure: launched → registered → initialized → ready, from the pool and the Node;
 - ``reconcile`` one pass over a Machine and one finalizer step; the one error-handling place;
 - ``gc``      garbage collection of our orphaned pools (pure selection + the loop);
-- ``runtime`` per-Machine coalescing triggers and requeue timers (no handler ever waits);
+- ``runtime`` what the handlers call: passes per Machine on the shared scheduler of
+  ``kaito_operator.controller`` (no handler ever waits), the finalizer step, the phase gauge;
 - ``handlers`` the kopf registry; ``operator`` ``main()`` and a thread runner for tests.
 
 Exception tree (the error contract of the Azure side; the controller maps it in one place)::

@@ -54,6 +54,7 @@ from kaito_operator.provisioner.pools import (
 
 __all__ = [
     "AzurePools",
+    "Credential",
     "CreateResult",
     "DeleteResult",
     "classify",
@@ -62,6 +63,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: The credential the provisioner authenticates to ARM with (its owner closes it).
+Credential = AsyncTokenCredential
 #: How long to wait before looking again at a pool that is being deleted or is busy.
 BUSY_RETRY_AFTER = 10.0
 

@@ -3,8 +3,9 @@
 The finalizer deletes a Machine's pool in the normal case; this catches what it cannot: a
 Machine force-deleted (finalizer removed by hand), a PUT that landed after its Machine went, a
 provisioner that crashed between the two.  Pools are listed *before* Machines, so a pool created
-for a Machine that exists is always matched by the Machine list that follows.  A pool without
-our labels, or whose age cannot be read, is never touched.
+for a Machine that exists is always matched by the Machine list that follows; that holds for the
+watch cache too, since a pool is only created by a pass for a Machine the cache already holds.
+A pool without our labels, or whose age cannot be read, is never touched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from kaito_operator.kube import MACHINES, ApiError, KubeClient
+from kaito_operator.cache import Client
+from kaito_operator.kube import MACHINES, ApiError
 from kaito_operator.provisioner.azure import AzurePools
 from kaito_operator.provisioner.errors import ProvisionerError
 from kaito_operator.provisioner.metrics import ProvisionerMetrics
@@ -45,7 +47,7 @@ class GarbageCollector:
     def __init__(
         self,
         azure: AzurePools,
-        kube: KubeClient,
+        kube: Client,
         metrics: ProvisionerMetrics,
         clock: Callable[[], datetime],
         grace_seconds: float,

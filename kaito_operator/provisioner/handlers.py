@@ -7,54 +7,30 @@ and diff-base annotations live under our own names, apart from the workspace con
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from kaito_operator.kopf_support import connect_with
+from kaito_operator.cache import register_cache
+from kaito_operator.controller.startup import KopfIdentity, Login, add_lifecycle
 from kaito_operator.provisioner.pools import AGENTPOOL_NODE_LABEL
 from kaito_operator.provisioner.runtime import ProvisionerRuntime
 
-__all__ = ["FINALIZER", "build_registry", "configure"]
+__all__ = ["FINALIZER", "IDENTITY", "build_registry"]
 
 MACHINE = ("karpenter.sh", "v1alpha5", "machines")
 NODE = ("v1", "nodes")
 FINALIZER = "kaito.sh/gpu-provisioner"
 ANNOTATION_PREFIX = "gpu-provisioner.kaito.sh"
+IDENTITY = KopfIdentity(finalizer=FINALIZER, annotation_prefix=ANNOTATION_PREFIX)
 
 
-def configure(settings: kopf.OperatorSettings, max_workers: int) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.execution.max_workers = max_workers
-    settings.scanning.disabled = True
-    settings.peering.standalone = True
-
-
-def build_registry(
-    runtime: ProvisionerRuntime, login: Callable[..., kopf.ConnectionInfo | None]
-) -> kopf.OperatorRegistry:
+def build_registry(runtime: ProvisionerRuntime, login: Login) -> kopf.OperatorRegistry:
     """Handlers bound to ``runtime``; ``login`` gives kopf and our client their credentials."""
     registry = kopf.OperatorRegistry()
-
-    kopf.on.login(registry=registry)(login)
-
-    @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-        configure(settings, runtime.settings.max_workers)
-        await runtime.start(connect_with(login, settings, logger))
-
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        await runtime.stop()
+    add_lifecycle(registry, login, IDENTITY, runtime.settings.max_workers,
+                  runtime.start, runtime.stop)
+    register_cache(registry, runtime.cache)
 
     @kopf.on.resume(*MACHINE, registry=registry)
     @kopf.on.create(*MACHINE, registry=registry)

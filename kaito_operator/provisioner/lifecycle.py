@@ -1,4 +1,4 @@
-"""Pure lifecycle of a Machine: launched → registered → initialized → ready (DESIGN §3).
+"""Pure lifecycle of a Machine: launched → registered → initialized → ready (docs/design.md §3).
 
 Each step owns one condition and is computed from what is observed now (the pool's launch
 state and the Node), never accumulated: a Node that disappears turns ``MachineRegistered`` back
@@ -64,7 +64,7 @@ def _cond(type_: str, status: str, reason: str, message: str) -> Condition:
 def node_ready(node: Mapping[str, Any] | None) -> bool:
     for cond in ((node or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
+            return bool(cond.get("status") == "True")
     return False
 
 

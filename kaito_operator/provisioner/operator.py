@@ -9,21 +9,27 @@ runtime (tests, the local sandbox).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
-import kopf
-
 from kaito_operator.catalog import CatalogError, load_catalog
-from kaito_operator.kopf_support import KopfThread, setup_logging
+from kaito_operator.controller.startup import (
+    KopfThread,
+    add_common_flags,
+    cluster_login,
+    run_operator,
+    setup_logging,
+)
+from kaito_operator.provisioner.azure import (
+    Credential,
+    SimulatedCloudCredential,
+    default_credential,
+)
 from kaito_operator.provisioner.handlers import build_registry
 from kaito_operator.provisioner.runtime import ProvisionerRuntime
 from kaito_operator.provisioner.settings import ENV_VARS, SettingsError, settings_from_env
-from kaito_operator.workspace.operator import cluster_login
 
 __all__ = ["ProvisionerThread", "main"]
 
@@ -36,23 +42,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Turns karpenter.sh Machines into AKS GPU agent pools.",
         epilog="Environment: " + ", ".join(ENV_VARS),
     )
-    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
-                        help="liveness endpoint URL ('' to disable)")
-    parser.add_argument("--metrics-port", type=int, default=8001,
-                        help="Prometheus metrics port (0 to disable)")
+    add_common_flags(parser, liveness_port=8081, metrics_port=8001)
     return parser.parse_args(argv)
-
-
-async def _run(runtime: ProvisionerRuntime, liveness: str | None) -> None:
-    try:
-        await kopf.operator(
-            registry=build_registry(runtime, login=cluster_login),
-            standalone=True,
-            clusterwide=True,
-            liveness_endpoint=liveness,
-        )
-    finally:
-        await runtime.close_credential()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,8 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     # The Azure SDK logs every request and response at INFO; our metrics count them.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    from kaito_operator.provisioner.azure import SimulatedCloudCredential, default_credential
-
     simulated = os.environ.get("KAITO_SIMULATED_ARM_TOKEN")
     if simulated:
         host = urlsplit(settings.arm_endpoint or "").hostname or ""
@@ -75,19 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("kaito-gpu-provisioner: KAITO_SIMULATED_ARM_TOKEN needs ARM_ENDPOINT on "
                   "loopback (a simulated cloud)")
             return 2
-        credential: Any = SimulatedCloudCredential(simulated)
+        credential: Credential = SimulatedCloudCredential(simulated)
     else:
         credential = default_credential(settings.tenant_id, settings.client_id)
     runtime = ProvisionerRuntime(settings, credential, catalog)
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, registry=runtime.metrics.registry)
     log.info("gpu-provisioner for cluster %s in resource group %s (subscription %s, %s)",
              settings.cluster_name, settings.resource_group, settings.subscription_id,
              settings.location)
-    asyncio.run(_run(runtime, args.liveness or None))
-    return 0
+    return run_operator(build_registry(runtime, login=cluster_login),
+                        metrics=runtime.metrics.registry, metrics_port=args.metrics_port,
+                        liveness=args.liveness, on_exit=runtime.close_credential)
 
 
 class ProvisionerThread(KopfThread):

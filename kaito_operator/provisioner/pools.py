@@ -71,7 +71,7 @@ BUSY_STATES = frozenset({"Creating", "Updating", "Upgrading", "Scaling", "Starti
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """The agent pool the provisioner asks for (DESIGN §4)."""
+    """The agent pool the provisioner asks for (docs/design.md §4)."""
 
     name: str
     vm_size: str

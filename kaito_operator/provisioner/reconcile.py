@@ -1,10 +1,10 @@
-"""One idempotent pass over one Machine, and its finalizer step (DESIGN §4).
+"""One idempotent pass over one Machine, and its finalizer step (docs/design.md §4).
 
 A pass never waits for Azure: it starts what is missing (the pool), reads where things are (the
-pool's provisioning state, the Node), writes the Machine's status and says when to look again
-(:class:`Outcome`).  Every failure of a pass or a finalizer step goes through :meth:`_failed` /
-:func:`backoff`: the one place that turns the error classes of ``errors`` into conditions,
-Events and retry delays.
+pool's provisioning state, the Node: from the watch cache in the operator), writes the
+Machine's status and says when to look again (:class:`Outcome`).  Every failure of a pass or a
+finalizer step goes through :meth:`_failed` / :func:`backoff`: the one place that turns the
+error classes of ``errors`` into conditions, Events and retry delays.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from kaito_operator.api.machine import READY, Machine
+from kaito_operator.cache import Client
 from kaito_operator.catalog import Catalog
-from kaito_operator.kube import MACHINES, NODES, KubeClient
+from kaito_operator.controller.backoff import retry_delay as backoff
+from kaito_operator.kube import MACHINES, NODES
 from kaito_operator.provisioner.azure import AzurePools, CreateResult, DeleteResult
 from kaito_operator.provisioner.errors import (
     AuthenticationFailed,
@@ -41,10 +43,12 @@ from kaito_operator.provisioner.metrics import ProvisionerMetrics
 from kaito_operator.provisioner.pools import AGENTPOOL_NODE_LABEL, pool_spec_from_machine
 from kaito_operator.provisioner.settings import ProvisionerSettings
 
-__all__ = ["COMPONENT", "Outcome", "Reconciler", "backoff"]
+__all__ = ["COMPONENT", "PROVISIONER_CACHED_KINDS", "Outcome", "Reconciler", "backoff"]
 
 log = logging.getLogger(__name__)
 COMPONENT = "kaito-gpu-provisioner"
+#: What the provisioner reads from its watches instead of the API (both already watched).
+PROVISIONER_CACHED_KINDS = (MACHINES, NODES)
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,6 @@ class Outcome:
     retrying: bool = False
 
 
-def backoff(attempts: int, base: float, cap: float, retry_after: float | None) -> float:
-    """The server's ``Retry-After`` when it gave one, else exponential from ``base`` to ``cap``."""
-    if retry_after is not None:
-        return max(retry_after, 0.0)
-    return min(cap, base * 2 ** min(attempts, 20))
-
-
 def _time(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -73,7 +70,7 @@ class Reconciler:
 
     def __init__(
         self,
-        kube: KubeClient,
+        kube: Client,
         azure: AzurePools,
         settings: ProvisionerSettings,
         catalog: Catalog,

@@ -1,33 +1,33 @@
-"""Scheduling of Machine passes: one at a time per Machine, many Machines at once, no waits.
+"""The gpu-provisioner's runtime: what its kopf handlers call.
 
-Every trigger (the Machine changed, its Node changed, a requeue timer fired) funnels into
-:meth:`ProvisionerRuntime.trigger`: it starts a task unless one is running for that Machine, in
-which case the running one goes round once more.  A pass that waits on Azure returns at once
-with a delay, and the runtime arms a timer (``loop.call_later``) for it: fifty Machines whose
-pools are being created hold no handler and no coroutine while ARM works.  The finalizer step
-takes the same per-Machine lock, so a create never races the delete of the same pool.
+Passes run on the shared `KeyScheduler`, keyed by Machine name: one at a time per Machine,
+many Machines at once, no waits. A pass that waits on Azure returns at once with a delay, and
+the scheduler arms a timer for it: fifty Machines whose pools are being created hold no
+handler and no coroutine while ARM works. The finalizer step takes the same per-Machine lock,
+so a create never races the delete of the same pool. A pass that raises is logged, counted by
+class and retried after the backoff (`backoff_base_seconds` doubling to `backoff_max_seconds`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.credentials_async import AsyncTokenCredential
-
+from kaito_operator.cache import CachedClient, WatchCache
 from kaito_operator.catalog import Catalog
+from kaito_operator.controller.backoff import Backoff
+from kaito_operator.controller.scheduler import KeyScheduler, KeyState, Next
 from kaito_operator.kube import MACHINES, Connection, KubeClient
-from kaito_operator.provisioner.azure import AzurePools
+from kaito_operator.provisioner.azure import AzurePools, Credential
 from kaito_operator.provisioner.gc import GarbageCollector
 from kaito_operator.provisioner.metrics import ProvisionerMetrics
 from kaito_operator.provisioner.pools import AGENTPOOL_NODE_LABEL
-from kaito_operator.provisioner.reconcile import Outcome, Reconciler, backoff
+from kaito_operator.provisioner.reconcile import PROVISIONER_CACHED_KINDS, Reconciler
 from kaito_operator.provisioner.settings import ProvisionerSettings
 
 __all__ = ["ProvisionerRuntime"]
@@ -44,14 +44,10 @@ def utc_now() -> datetime:
 
 
 @dataclass
-class _State:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    dirty: bool = False
-    running: bool = False
-    attempts: int = 0
+class MachineState:
+    """What the runtime keeps per Machine besides the scheduler's bookkeeping."""
+
     phase: str = "Pending"
-    timer: asyncio.TimerHandle | None = None
-    due: float = 0.0
 
 
 class ProvisionerRuntime:
@@ -60,7 +56,7 @@ class ProvisionerRuntime:
     def __init__(
         self,
         settings: ProvisionerSettings,
-        credential: AsyncTokenCredential,
+        credential: Credential,
         catalog: Catalog,
         *,
         connection_verify: bool | str | None = None,
@@ -74,17 +70,23 @@ class ProvisionerRuntime:
         verify = settings.arm_ca_bundle or True
         self._verify = connection_verify if connection_verify is not None else verify
         self._run_gc = run_gc
-        self._states: dict[str, _State] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots: asyncio.Semaphore | None = None
-        self._kube: KubeClient | None = None
+        self.cache = WatchCache(PROVISIONER_CACHED_KINDS)
+        """Fed by the watches (`register_cache` in `build_registry`); the passes read from it."""
+        self._kube: CachedClient | None = None
         self._azure: AzurePools | None = None
         self.reconciler: Reconciler | None = None
         self.gc: GarbageCollector | None = None
+        cap = settings.backoff_max_seconds
+        backoff = Backoff(initial=min(settings.backoff_base_seconds, cap), factor=2.0, cap=cap)
+        self._scheduler: KeyScheduler[str, MachineState] = KeyScheduler(
+            self._pass, self._failed, MachineState, debounce=DEBOUNCE_SECONDS,
+            max_workers=settings.max_workers, backoff=backoff,
+        )
 
     async def start(self, connection: Connection) -> None:
         s = self.settings
-        self._kube = KubeClient(connection, user_agent="kaito-gpu-provisioner")
+        self._kube = CachedClient(KubeClient(connection, user_agent="kaito-gpu-provisioner"),
+                                  self.cache)
         self._azure = AzurePools(
             self._credential,
             subscription_id=s.subscription_id,
@@ -96,21 +98,16 @@ class ProvisionerRuntime:
             call_timeout=s.call_timeout_seconds,
             counter=self.metrics.arm,
         )
-        self._slots = asyncio.Semaphore(s.max_workers)
+        self._scheduler.start()
         self.reconciler = Reconciler(self._kube, self._azure, s, self.catalog, self.metrics,
                                      self.clock)
         self.gc = GarbageCollector(self._azure, self._kube, self.metrics, self.clock,
                                    s.gc_grace_seconds, s.gc_interval_seconds)
         if self._run_gc:
-            self._spawn(self.gc.run())
+            self._scheduler.spawn(self.gc.run())
 
     async def stop(self) -> None:
-        for state in self._states.values():
-            if state.timer is not None:
-                state.timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._scheduler.stop()
         if self._azure is not None:
             await self._azure.close()
         if self._kube is not None:
@@ -122,94 +119,48 @@ class ProvisionerRuntime:
         if close is not None:
             await close()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _state(self, name: str) -> _State:
-        return self._states.setdefault(name, _State())
-
     def forget(self, name: str) -> None:
-        state = self._states.pop(name, None)
-        if state is not None and state.timer is not None:
-            state.timer.cancel()
+        self._scheduler.forget(name)
         self._export()
 
     # -- triggers ------------------------------------------------------------------------
     def trigger(self, name: str) -> None:
-        state = self._state(name)
-        if state.running:
-            state.dirty = True
-            return
-        state.running = True
-        self._spawn(self._drain(name, state))
+        """Look at the Machine soon; a change never waits out the backoff of a failed pass."""
+        self._scheduler.trigger(name, urgent=True)
 
     def node_changed(self, labels: dict[str, str]) -> None:
         """A Node of one of our pools changed: look at its Machine, if we know it."""
         pool = labels.get(AGENTPOOL_NODE_LABEL)
-        if pool and pool in self._states:
+        if pool and pool in self._scheduler:
             self.trigger(pool)
 
     def requeue(self, name: str, delay: float) -> None:
         """Look at the Machine again in ``delay`` seconds (an earlier timer wins)."""
-        loop = asyncio.get_running_loop()
-        state = self._state(name)
-        due = loop.time() + delay
-        if state.timer is not None and not state.timer.cancelled() and state.due <= due:
-            return
-        if state.timer is not None:
-            state.timer.cancel()
-        state.due = due
-        state.timer = loop.call_later(delay, self._fire, name)
+        self._scheduler.requeue(name, delay)
 
-    def _fire(self, name: str) -> None:
-        state = self._states.get(name)
-        if state is not None:
-            state.timer = None
-            self.trigger(name)
-
-    async def _drain(self, name: str, state: _State) -> None:
-        try:
-            while True:
-                await asyncio.sleep(DEBOUNCE_SECONDS)
-                state.dirty = False
-                await self._pass(name, state)
-                if not state.dirty:
-                    break
-        finally:
-            state.running = False
-
-    async def _pass(self, name: str, state: _State) -> None:
-        assert self._slots is not None and self._kube is not None and self.reconciler
-        async with self._slots, state.lock:
-            try:
-                body = await self._kube.get_or_none(MACHINES, name)
-                if body is None:
-                    self.forget(name)
-                    return
-                if body["metadata"].get("deletionTimestamp"):
-                    return  # the finalizer drives it from here
-                outcome = await self.reconciler.reconcile(body, state.attempts)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one Machine must not stop the others
-                log.warning("Machine %s: pass failed (%s: %s); retrying", name,
-                            type(exc).__name__, exc)
-                self.metrics.errors.labels(error=type(exc).__name__).inc()
-                outcome = Outcome(self._backoff(state), state.phase, retrying=True)
-        state.attempts = state.attempts + 1 if outcome.retrying else 0
-        state.phase = outcome.phase
+    async def _pass(self, name: str, state: KeyState[MachineState]) -> Next | None:
+        assert self._kube is not None and self.reconciler is not None
+        body = await self._kube.get_or_none(MACHINES, name)
+        if body is None:
+            self.forget(name)
+            return None
+        if body["metadata"].get("deletionTimestamp"):
+            return None  # the finalizer drives it from here
+        outcome = await self.reconciler.reconcile(body, state.failures)
+        state.data.phase = outcome.phase
         self._export()
-        if outcome.delay is not None and name in self._states:
-            self.requeue(name, outcome.delay)
+        return Next(outcome.delay, failed=outcome.retrying)
 
-    def _backoff(self, state: _State) -> float:
-        s = self.settings
-        return backoff(state.attempts, s.backoff_base_seconds, s.backoff_max_seconds, None)
+    async def _failed(
+        self, name: str, state: KeyState[MachineState], exc: Exception, delay: float
+    ) -> None:
+        log.warning("Machine %s: pass failed (%s: %s); retrying in %.1f s", name,
+                    type(exc).__name__, exc, delay)
+        self.metrics.errors.labels(error=type(exc).__name__).inc()
 
     def _export(self) -> None:
-        self.metrics.set_phases(dict(Counter(s.phase for s in self._states.values())))
+        phases = Counter(s.data.phase for s in self._scheduler.states())
+        self.metrics.set_phases(dict(phases))
 
     # -- deletion ------------------------------------------------------------------------
     async def finalize(self, body: dict[str, Any]) -> float | None:
@@ -220,10 +171,10 @@ class ProvisionerRuntime:
         """
         assert self.reconciler is not None
         name = body["metadata"]["name"]
-        state = self._state(name)
+        state = self._scheduler.state(name)
         async with state.lock:
-            delay, failed = await self.reconciler.finalize(body, state.attempts)
-        state.attempts = state.attempts + 1 if failed else 0
+            delay, failed = await self.reconciler.finalize(body, state.failures)
+        state.failures = state.failures + 1 if failed else 0
         if delay is None:
             self.forget(name)
             return None

@@ -1,4 +1,4 @@
-"""gpu-provisioner settings, read from the environment once at start-up (DESIGN §4).
+"""gpu-provisioner settings, read from the environment once at start-up (docs/design.md §4).
 
 The Azure coordinates use the names the Go gpu-provisioner's chart sets (``ARM_SUBSCRIPTION_ID``,
 ``ARM_RESOURCE_GROUP``, ``AZURE_CLUSTER_NAME``, ``LOCATION``, ``AZURE_TENANT_ID``,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ProvisionerSettings", "SettingsError", "parse_duration", "settings_from_env"]
 
@@ -96,7 +97,7 @@ def parse_duration(value: str) -> float:
 
 def settings_from_env(environ: Mapping[str, str]) -> ProvisionerSettings:
     """Read and check every variable; all problems are reported at once."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # field -> a str, float or int checked here
     problems: list[str] = []
     for field, var in _REQUIRED.items():
         raw = (environ.get(var) or "").strip()
@@ -133,4 +134,4 @@ def settings_from_env(environ: Mapping[str, str]) -> ProvisionerSettings:
             problems.append(f"PROVISIONER_MAX_WORKERS must be a positive integer, got {workers!r}")
     if problems:
         raise SettingsError("; ".join(problems))
-    return ProvisionerSettings(**values)  # type: ignore[arg-type]
+    return ProvisionerSettings(**values)

@@ -25,9 +25,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "Finding",
     "Policy",
-    "WorkspaceInvalid",
     "errors",
-    "parse_workspace",
     "policy_from_settings",
     "summary",
     "validate_workspace",
@@ -35,14 +33,6 @@ __all__ = [
 ]
 
 _GROUP_VERSION = "kaito.sh/v1alpha1"
-
-
-class WorkspaceInvalid(ValueError):
-    """Raised by `parse_workspace`; carries every finding."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        self.findings = findings
-        super().__init__(summary(findings))
 
 
 Loc = tuple[int | str, ...]
@@ -128,15 +118,3 @@ def validate_workspace(
                 "be checked: delete and recreate the Workspace",
             ))
     return list(dict.fromkeys(found))  # one line per problem, in the order found
-
-
-def parse_workspace(
-    obj: Any, catalog: Catalog, old: Any | None = None, policy: Policy = DEFAULT_POLICY
-) -> Workspace:
-    """The typed Workspace, or `WorkspaceInvalid` with every error found."""
-    found = errors(validate_workspace(obj, catalog, old, policy))
-    if found:
-        raise WorkspaceInvalid(found)
-    ws, _, _ = _parse(obj)
-    assert ws is not None  # no errors means it parsed
-    return ws

@@ -130,8 +130,8 @@ def _check_container(path: str, container: Any, names: set[str]) -> Iterator[Fin
         yield Finding(f"{path}.name", "is required")
     elif problem := _typed(f"{path}.name", name, str, "a string"):
         yield problem
-    elif problem := syntax.dns_label(name):
-        yield Finding(f"{path}.name", f"{show(name)} is not valid: {problem}")
+    elif reason := syntax.dns_label(name):
+        yield Finding(f"{path}.name", f"{show(name)} is not valid: {reason}")
     elif name in names:
         yield Finding(f"{path}.name", f"{show(name)} is used by another container")
     else:
@@ -141,8 +141,8 @@ def _check_container(path: str, container: Any, names: set[str]) -> Iterator[Fin
         yield Finding(f"{path}.image", "is required")
     elif problem := _typed(f"{path}.image", image, str, "a string"):
         yield problem
-    elif problem := syntax.image_reference(image):
-        yield Finding(f"{path}.image", f"{show(image)} {problem}")
+    elif reason := syntax.image_reference(image):
+        yield Finding(f"{path}.image", f"{show(image)} {reason}")
     ports = container.get("ports")
     if ports is None:
         return
@@ -188,8 +188,8 @@ def check_template_shape(path: str, template: Any) -> Iterator[Finding]:
     if problem := _typed(path, template, Mapping, "a mapping (a PodTemplateSpec)"):
         yield problem
         return
-    if problem := _size_problem(template):
-        yield Finding(path, problem)
+    if too_large := _size_problem(template):
+        yield Finding(path, too_large)
         return
     if "metadata" in template:
         yield from _check_metadata(f"{path}.metadata", template["metadata"])

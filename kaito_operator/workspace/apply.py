@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaito_operator.kube import ApiError, Kind, KubeClient
+from kaito_operator.cache import Client
+from kaito_operator.kube import ApiError, Kind
 
 
 def drifted(desired: Any, live: Any) -> bool:
@@ -22,10 +23,10 @@ def drifted(desired: Any, live: Any) -> bool:
         return any(drifted(d, lv) for d, lv in zip(desired, live, strict=True))
     if isinstance(desired, int | float) and isinstance(live, str):
         return str(desired) != live
-    return desired != live
+    return bool(desired != live)
 
 
-async def ensure(client: KubeClient, kind: Kind, desired: dict[str, Any]) -> dict[str, Any]:
+async def ensure(client: Client, kind: Kind, desired: dict[str, Any]) -> dict[str, Any]:
     """Make the object match `desired` (create, or patch what drifted); returns it as the
     API server has it now."""
     meta = desired["metadata"]

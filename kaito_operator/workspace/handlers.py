@@ -6,13 +6,12 @@ tests can run several operators in one process.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from kaito_operator.kopf_support import connect_with
+from kaito_operator.cache import register_cache
+from kaito_operator.controller.startup import KopfIdentity, Login, add_lifecycle
 from kaito_operator.validation import (
     errors,
     policy_from_settings,
@@ -36,24 +35,13 @@ CHILDREN = [
 WEBHOOK_ID = "validate-workspace"
 #: Wait between checks while a deleted Workspace's Machines are going away.
 FINALIZE_DELAY = 5.0
-
-
-def configure(settings: kopf.OperatorSettings, max_workers: int) -> None:
-    """kopf's own bookkeeping under our API group; only warnings posted as Events by kopf."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaito.sh")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kaito.sh", key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.execution.max_workers = max_workers
-    settings.scanning.disabled = True
-    settings.peering.standalone = True
+#: kopf's finalizer and annotations of the workspace controller live under our API group.
+IDENTITY = KopfIdentity(finalizer=FINALIZER, annotation_prefix="kaito.sh")
 
 
 def build_registry(
     runtime: WorkspaceRuntime,
-    login: Callable[..., kopf.ConnectionInfo | None],
+    login: Login,
     webhook: Any = None,
     webhook_config: str | None = None,
 ) -> kopf.OperatorRegistry:
@@ -63,29 +51,25 @@ def build_registry(
     pointed at it (with the CA bundle)."""
     registry = kopf.OperatorRegistry()
 
-    kopf.on.login(registry=registry)(login)
-
-    @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-        configure(settings, runtime.settings.max_workers)
+    def admission(settings: kopf.OperatorSettings) -> None:
         if webhook is not None:
             settings.admission.server = webhook
             settings.admission.managed = webhook_config
-        await runtime.start(connect_with(login, settings, logger))
 
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        await runtime.stop()
+    add_lifecycle(registry, login, IDENTITY, runtime.settings.max_workers,
+                  runtime.start, runtime.stop, configure=admission)
+    register_cache(registry, runtime.cache)
 
     @kopf.on.resume(*WORKSPACE, registry=registry)
     @kopf.on.create(*WORKSPACE, registry=registry)
     @kopf.on.update(*WORKSPACE, registry=registry)
-    async def changed(namespace: str, name: str, **_: Any) -> None:
-        runtime.trigger(namespace, name, urgent=True)  # a new spec does not wait out a backoff
+    async def changed(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace:  # Workspaces are namespaced: kopf always names one
+            runtime.trigger(namespace, name, urgent=True)  # a new spec does not wait out a backoff
 
     @kopf.timer(*WORKSPACE, interval=runtime.settings.requeue_seconds, registry=registry)
-    async def requeue(namespace: str, name: str, **_: Any) -> None:
-        if runtime.due((namespace, name)):
+    async def requeue(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace and runtime.due((namespace, name)):
             runtime.trigger(namespace, name)
 
     @kopf.on.delete(*WORKSPACE, registry=registry)
@@ -101,7 +85,7 @@ def build_registry(
 
         @kopf.on.validate(*WORKSPACE, id=WEBHOOK_ID, registry=registry,
                           operations=["CREATE", "UPDATE"])
-        def admit(body: kopf.Body, old: kopf.Body | None, **_: Any) -> None:
+        def admit(body: kopf.Body, old: kopf.Body | None = None, **_: Any) -> None:
             if body.get("metadata", {}).get("deletionTimestamp"):
                 return  # going away: only finalizers can still change
             previous = dict(old) if old else None

@@ -75,7 +75,7 @@ def failure(machine: Machine) -> str | None:
 
 def free_indices(ws: Workspace, existing: set[str], wanted: int) -> list[int]:
     """Indices whose Machine does not exist yet, lowest first, until `wanted` exist in all."""
-    missing = []
+    missing: list[int] = []
     index = 0
     have = len(existing)
     while have + len(missing) < wanted:

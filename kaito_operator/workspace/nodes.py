@@ -31,7 +31,7 @@ class NodeChoice:
 def node_ready(node: dict[str, Any]) -> bool:
     for cond in node.get("status", {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
+            return bool(cond.get("status") == "True")
     return False
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import tempfile
@@ -14,7 +13,13 @@ from typing import Any
 import kopf
 
 from kaito_operator.catalog import CatalogError, load_catalog
-from kaito_operator.kopf_support import KopfThread, setup_logging
+from kaito_operator.controller.startup import (
+    KopfThread,
+    add_common_flags,
+    cluster_login,
+    run_operator,
+    setup_logging,
+)
 from kaito_operator.settings import SettingsError, settings_from_env
 from kaito_operator.workspace.handlers import build_registry
 from kaito_operator.workspace.runtime import WorkspaceRuntime
@@ -22,20 +27,12 @@ from kaito_operator.workspace.runtime import WorkspaceRuntime
 log = logging.getLogger("kaito_operator")
 
 
-def cluster_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account first, then the kubeconfig (development)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kaito-operator", description=__doc__)
     parser.add_argument("-n", "--namespace", action="append", default=[],
                         help="watch this namespace (repeatable; default: KAITO_WATCH_NAMESPACES "
                              "or the whole cluster)")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                        help="liveness endpoint URL ('' to disable)")
-    parser.add_argument("--metrics-port", type=int, default=8000,
-                        help="Prometheus metrics port (0 to disable)")
+    add_common_flags(parser, liveness_port=8080, metrics_port=8000)
     parser.add_argument("--webhook-port", type=int, default=0,
                         help="serve the validating admission webhook on this port (0: off)")
     parser.add_argument("--webhook-host", default=None,
@@ -90,24 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     runtime = WorkspaceRuntime(catalog, settings)
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, registry=runtime.metrics.registry)
-    namespaces = args.namespace or list(settings.watch_namespaces)
     webhook = _webhook_server(args) if args.webhook_port else None
     registry = build_registry(runtime, login=cluster_login, webhook=webhook,
                               webhook_config=args.webhook_config)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=args.liveness or None,
-        )
-    )
-    return 0
+    namespaces = args.namespace or list(settings.watch_namespaces)
+    runtime.watch_scope(namespaces)
+    return run_operator(registry, metrics=runtime.metrics.registry,
+                        metrics_port=args.metrics_port, liveness=args.liveness,
+                        namespaces=namespaces)
 
 
 class OperatorThread(KopfThread):
@@ -121,6 +108,7 @@ class OperatorThread(KopfThread):
         webhook: Any = None,
     ) -> None:
         self.runtime = runtime
+        runtime.watch_scope(namespaces)
         super().__init__(
             lambda login: build_registry(runtime, login=login, webhook=webhook),
             server, namespaces, name="kaito-operator",

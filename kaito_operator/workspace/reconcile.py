@@ -7,6 +7,10 @@ conditions computed from what was seen. Tuning Workspaces get the config ConfigM
 instead of the inference workload (a changed spec deletes the Job; the next pass creates the
 new one). Nothing here waits: the caller looks again later. A pass that raises is shown by
 `show_failure` (WorkspaceReady=False with the error, and a Warning Event).
+
+Everything goes through `Deps.client`; in the operator that is a `CachedClient`, so the reads
+of `WORKSPACE_CACHED_KINDS` come from the watches and a pass that changes nothing makes no API
+call. ConfigMaps (tuning only) are read from the API.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaito_operator.api.machine import Machine
-from kaito_operator.api.workspace import Workspace
+from kaito_operator.api.workspace import TuningSpec, Workspace
+from kaito_operator.cache import Client
 from kaito_operator.catalog import Catalog
 from kaito_operator.kube import (
     DEPLOYMENTS,
@@ -28,7 +33,6 @@ from kaito_operator.kube import (
     SERVICES,
     STATEFULSETS,
     WORKSPACES,
-    KubeClient,
 )
 from kaito_operator.settings import Settings
 from kaito_operator.validation import (
@@ -59,13 +63,17 @@ FAILURE_REASONS = {
     "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
     "RunContainerError", "Unschedulable", "TuningJobFailed", "ConfigMapNotFound",
 }
+#: What the controller reads from its watches instead of the API (all of them kopf watches
+#: already; ConfigMaps, read only by tuning passes, are not watched and are read from the API).
+WORKSPACE_CACHED_KINDS = (WORKSPACES, MACHINES, NODES, PODS, SERVICES, DEPLOYMENTS,
+                          STATEFULSETS, JOBS)
 #: Labels the Job controller puts on a Job's pods (the uid one tells reruns apart).
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
 
 @dataclass
 class Deps:
-    client: KubeClient
+    client: Client
     catalog: Catalog
     settings: Settings
     now: Callable[[], str]
@@ -143,11 +151,13 @@ async def ensure_inference(
     return live, pods
 
 
-async def _ensure_config(ws: Workspace, deps: Deps, config: dict[str, Any] | None) -> str | None:
-    """Create/repair our default ConfigMap, or check the user's; returns what is wrong."""
+async def _ensure_config(
+    ws: Workspace, tuning: TuningSpec, deps: Deps, config: dict[str, Any] | None
+) -> str | None:
+    """Create/repair our default ConfigMap (`config`), or check the user's (`tuning.config`,
+    when `config` is None); returns what is wrong."""
     if config is None:
-        assert ws.tuning is not None and ws.tuning.config
-        name = ws.tuning.config
+        name = tuning.config or ""
         live = await deps.client.get_or_none(CONFIGMAPS, name, ws.namespace)
         if live is None:
             return f"ConfigMap {name} (tuning.config) not found in namespace {ws.namespace}"
@@ -164,12 +174,13 @@ async def _ensure_config(ws: Workspace, deps: Deps, config: dict[str, Any] | Non
 
 
 async def ensure_tuning(
-    ws: Workspace, deps: Deps, body: dict[str, Any], nodes: list[str], create: bool
+    ws: Workspace, tuning: TuningSpec, deps: Deps, body: dict[str, Any], nodes: list[str],
+    create: bool,
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
-    """Config and Job (created only when `create`: the nodes are ready); returns the live Job,
-    its pods, and what is wrong with the config."""
-    config, desired = desired_tuning(ws, deps.catalog, deps.settings, nodes)
-    problem = await _ensure_config(ws, deps, config) if create else None
+    """Config and Job of `ws`, whose tuning spec is `tuning` (created only when `create`: the
+    nodes are ready); returns the live Job, its pods, and what is wrong with the config."""
+    config, desired = desired_tuning(ws, tuning, deps.catalog, deps.settings, nodes)
+    problem = await _ensure_config(ws, tuning, deps, config) if create else None
     live = await deps.client.get_or_none(JOBS, ws.name, ws.namespace)
     wanted = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
     if live is not None:
@@ -256,7 +267,7 @@ async def reconcile(body: dict[str, Any], deps: Deps) -> Outcome:
     observed = st.Observed(machines=machines, machines_wanted=wanted, nodes=choice)
     if ws.tuning is not None:
         observed.job, observed.pods, observed.config_missing = await ensure_tuning(
-            ws, deps, body, choice.selected, create=choice.missing == 0)
+            ws, ws.tuning, deps, body, choice.selected, create=choice.missing == 0)
     elif choice.missing == 0:
         observed.workload, observed.pods = await ensure_inference(ws, deps, choice.selected)
     conds = st.compute_conditions(ws, observed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito_operator.api.machine import Machine
-from kaito_operator.api.workspace import Workspace
+from kaito_operator.api.workspace import TuningSpec, Workspace
 from kaito_operator.workspace import machines as machine_state
 from kaito_operator.workspace.nodes import NodeChoice
 
@@ -137,7 +137,7 @@ def _inference_condition(obs: Observed, resource: Cond) -> Cond:
 
 def _job_flag(job: dict[str, Any], *types: str) -> dict[str, Any] | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in types and cond.get("status") == "True":
+        if isinstance(cond, dict) and cond.get("type") in types and cond.get("status") == "True":
             return cond
     return None
 
@@ -178,8 +178,9 @@ def _job_started(job: dict[str, Any]) -> bool:
                 or status.get("failed"))
 
 
-def _tuning_conditions(ws: Workspace, obs: Observed, resource: Cond) -> list[Cond]:
-    """JobStarted and the WorkspaceReady summary of a tuning Workspace."""
+def _tuning_conditions(ws: Workspace, tuning: TuningSpec, obs: Observed,
+                       resource: Cond) -> list[Cond]:
+    """JobStarted and the WorkspaceReady summary of `ws`, whose tuning spec is `tuning`."""
     job = obs.job
     problem = next((p for pod in obs.pods if (p := pod_problem(pod))), None)
     if obs.config_missing:
@@ -193,8 +194,7 @@ def _tuning_conditions(ws: Workspace, obs: Observed, resource: Cond) -> list[Con
         started = Cond(JOB_STARTED, False, problem[0], problem[1])
     else:
         started = Cond(JOB_STARTED, False, "JobPending", f"tuning Job {ws.name} is pending")
-    assert ws.tuning is not None
-    where = (f"adapter pushed to {ws.tuning.output.image}" if ws.tuning.output.image
+    where = (f"adapter pushed to {tuning.output.image}" if tuning.output.image
              else "adapter written to the output volume")
     if job is not None and _job_succeeded(job):
         return [started, Cond(WORKSPACE_READY, True, "TuningJobSucceeded",
@@ -213,11 +213,12 @@ def compute_conditions(ws: Workspace | None, obs: Observed) -> list[Cond]:
     """All conditions; `ws` may be None only for an invalid Workspace (it did not parse)."""
     if obs.invalid is not None:
         return [Cond(WORKSPACE_READY, False, "InvalidWorkspace", obs.invalid)]
-    assert ws is not None
+    if ws is None:
+        raise ValueError("the conditions of a Workspace that parsed need the Workspace")
     machine = _machine_condition(obs)
     resource = _resource_condition(ws, obs, machine)
     if ws.tuning is not None:
-        return [machine, resource, *_tuning_conditions(ws, obs, resource)]
+        return [machine, resource, *_tuning_conditions(ws, ws.tuning, obs, resource)]
     inference = _inference_condition(obs, resource)
     failing = next((c for c in (resource, inference) if not c.status), None)
     summary = (

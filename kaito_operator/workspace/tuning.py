@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from kaito_operator.api.workspace import Workspace
+from kaito_operator.api.workspace import DataSource, TuningSpec, Workspace
 from kaito_operator.catalog import Catalog
 from kaito_operator.catalog.models import GpuSku, ModelPreset
 from kaito_operator.kube import Kind
@@ -39,7 +39,7 @@ from kaito_operator.workspace.podspec import (
     tmp_mount,
     tolerations,
 )
-from kaito_operator.workspace.workload import owner_reference, spec_hash
+from kaito_operator.workspace.workload import owned_metadata, spec_hash
 
 CONFIGMAPS = Kind("", "v1", "configmaps", "ConfigMap", True)
 CONFIG_KEY = "training_config.yaml"
@@ -51,36 +51,28 @@ HF_CACHE_DIR = "/mnt/hf-cache"
 TERMINATION_LOG = "/dev/termination-log"
 
 
-def config_map_name(ws: Workspace) -> str:
+def config_map_name(ws: Workspace, tuning: TuningSpec) -> str:
     """The ConfigMap the Job mounts: the user's, else the default one we create."""
-    assert ws.tuning is not None
-    return ws.tuning.config or default_config_name(ws)
+    return tuning.config or default_config_name(ws)
 
 
 def default_config_name(ws: Workspace) -> str:
     return f"{ws.name}-tuning-config"
 
 
-def _meta(ws: Workspace, name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": ws.namespace, "labels": {WORKSPACE_LABEL: ws.name},
-            "ownerReferences": [owner_reference(ws)]}
-
-
-def default_config_map(ws: Workspace, catalog: Catalog) -> dict[str, Any]:
+def default_config_map(ws: Workspace, tuning: TuningSpec, catalog: Catalog) -> dict[str, Any]:
     """The chart's template for the method, as a ConfigMap the user can read and copy (the
     file's text, comments included: they say which library class each section feeds)."""
-    assert ws.tuning is not None
-    path = catalog.root / "tuning" / f"{ws.tuning.method}.yaml"
+    path = catalog.root / "tuning" / f"{tuning.method}.yaml"
     text = path.read_text() if path.is_file() else yaml.safe_dump(
-        catalog.tuning_template(ws.tuning.method), sort_keys=False)
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(ws, default_config_name(ws)),
-            "data": {CONFIG_KEY: text}}
+        catalog.tuning_template(tuning.method), sort_keys=False)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": owned_metadata(ws, default_config_name(ws)), "data": {CONFIG_KEY: text}}
 
 
-def trainer_image(ws: Workspace, preset: ModelPreset, settings: Settings) -> str:
+def trainer_image(tuning: TuningSpec, preset: ModelPreset, settings: Settings) -> str:
     """The preset image (weights inside, trainer installed) or, in download mode, the base one."""
-    assert ws.tuning is not None
-    options = ws.tuning.preset.preset_options
+    options = tuning.preset.preset_options
     if options and options.image:
         return options.image
     if settings.weights == "download":
@@ -88,11 +80,9 @@ def trainer_image(ws: Workspace, preset: ModelPreset, settings: Settings) -> str
     return settings.preset_image(preset.name)
 
 
-def input_init_containers(ws: Workspace, image: str,
+def input_init_containers(source: DataSource, image: str,
                           settings: Settings) -> list[dict[str, Any]]:
     """Fill /mnt/data: download the URLs, or copy /data out of the input image."""
-    assert ws.tuning is not None
-    source = ws.tuning.input
     common = {"env": fetch_env(settings), "resources": sizing.init_resources(),
               "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}, tmp_mount()]}
     if source.urls:
@@ -105,17 +95,16 @@ def input_init_containers(ws: Workspace, image: str,
     return []
 
 
-def trainer_args(ws: Workspace, preset: ModelPreset, settings: Settings) -> list[str]:
-    assert ws.tuning is not None
-    args = [f"--config={CONFIG_DIR}/{CONFIG_KEY}", f"--method={ws.tuning.method}",
+def trainer_args(tuning: TuningSpec, preset: ModelPreset, settings: Settings) -> list[str]:
+    args = [f"--config={CONFIG_DIR}/{CONFIG_KEY}", f"--method={tuning.method}",
             f"--data-dir={DATA_DIR}", f"--output-dir={RESULTS_DIR}"]
     if settings.weights == "download":
         args += [f"--model-dir={preset.hugging_face.repo}",
                  f"--revision={preset.hugging_face.revision}", "--allow-download"]
     else:
         args.append(f"--model-dir={WEIGHTS_DIR}")
-    if ws.tuning.output.image:
-        args += [f"--push={ws.tuning.output.image}",
+    if tuning.output.image:
+        args += [f"--push={tuning.output.image}",
                  f"--docker-config={PUSH_SECRET_DIR}/.dockerconfigjson"]
     return args
 
@@ -130,21 +119,19 @@ def _bounded(source: dict[str, Any] | None, size_gib: int) -> dict[str, Any]:
     return volume
 
 
-def _volumes(ws: Workspace, preset: ModelPreset, sku: GpuSku | None,
+def _volumes(ws: Workspace, tuning: TuningSpec, preset: ModelPreset, sku: GpuSku | None,
              settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, trainer mounts)."""
-    assert ws.tuning is not None
-    spec = ws.tuning
     cache_gib = (preset.resources.disk_gib if settings.weights == "download"
                  else sizing.SMALL_CACHE_GIB)
     volumes = [
-        {"name": "config", "configMap": {"name": config_map_name(ws)}},
-        {"name": "data", **_bounded(spec.input.volume_source, sizing.DATA_GIB)},
-        {"name": "results", **_bounded(spec.output.volume_source, sizing.RESULTS_GIB)},
+        {"name": "config", "configMap": {"name": config_map_name(ws, tuning)}},
+        {"name": "data", **_bounded(tuning.input.volume_source, sizing.DATA_GIB)},
+        {"name": "results", **_bounded(tuning.output.volume_source, sizing.RESULTS_GIB)},
         {"name": "hf-cache", "emptyDir": {"sizeLimit": sizing.gib(cache_gib)}},
         *scratch_volumes(sizing.TMP_GIB, sizing.host_share(sku, preset)),
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "results", "mountPath": RESULTS_DIR},
@@ -152,21 +139,20 @@ def _volumes(ws: Workspace, preset: ModelPreset, sku: GpuSku | None,
         {"name": "dshm", "mountPath": "/dev/shm"},
         tmp_mount(),
     ]
-    if spec.output.image and spec.output.image_push_secret:
+    if tuning.output.image and tuning.output.image_push_secret:
         volumes.append({"name": "push-secret", "secret": {
-            "secretName": spec.output.image_push_secret,
+            "secretName": tuning.output.image_push_secret,
             "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}})
         mounts.append({"name": "push-secret", "mountPath": PUSH_SECRET_DIR, "readOnly": True})
     return volumes, mounts
 
 
-def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings,
-             nodes: list[str]) -> dict[str, Any]:
+def pod_spec(ws: Workspace, tuning: TuningSpec, preset: ModelPreset, sku: GpuSku | None,
+             settings: Settings, nodes: list[str]) -> dict[str, Any]:
     """The tuning pod, `restricted` and sized from the SKU."""
-    assert ws.tuning is not None
-    image = trainer_image(ws, preset, settings)
+    image = trainer_image(tuning, preset, settings)
     gpus = gpus_per_node(preset, sku)
-    volumes, mounts = _volumes(ws, preset, sku, settings)
+    volumes, mounts = _volumes(ws, tuning, preset, sku, settings)
     env = [{"name": "HF_HUB_OFFLINE", "value": "1" if settings.weights == "image" else "0"},
            {"name": "HF_HOME", "value": HF_CACHE_DIR}, *fetch_env(settings)]
     if settings.weights == "download" and preset.hugging_face.needs_token:
@@ -176,7 +162,7 @@ def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: S
         "name": "tuner",
         "image": image,
         "command": ["python", "-m", "tuning_job"],
-        "args": trainer_args(ws, preset, settings),
+        "args": trainer_args(tuning, preset, settings),
         "env": env,
         "resources": sizing.main_resources(sizing.host_share(sku, preset), gpus,
                                            sizing.disk_limit(volumes)),
@@ -191,28 +177,29 @@ def pod_spec(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: S
         "affinity": node_affinity(ws, nodes),
         "tolerations": tolerations(),
     }
-    if init := input_init_containers(ws, image, settings):
+    if init := input_init_containers(tuning.input, image, settings):
         spec["initContainers"] = init
+    options = tuning.preset.preset_options
     secrets = list(dict.fromkeys([*settings.image_pull_secrets,
-                                  *(ws.tuning.input.image_pull_secrets or []),
-                                  *((ws.tuning.preset.preset_options.image_pull_secrets or [])
-                                    if ws.tuning.preset.preset_options else [])]))
+                                  *(tuning.input.image_pull_secrets or []),
+                                  *((options.image_pull_secrets or []) if options else [])]))
     if secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in secrets]
     return harden_pod_spec(spec)
 
 
-def job_hash(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings) -> str:
+def job_hash(ws: Workspace, tuning: TuningSpec, preset: ModelPreset, sku: GpuSku | None,
+             settings: Settings) -> str:
     """What the Job must be recreated for: the pod without node pinning (a replaced node
     must not rerun a finished tuning)."""
-    return spec_hash(pod_spec(ws, preset, sku, settings, []))
+    return spec_hash(pod_spec(ws, tuning, preset, sku, settings, []))
 
 
-def build_job(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: Settings,
-              nodes: list[str]) -> dict[str, Any]:
+def build_job(ws: Workspace, tuning: TuningSpec, preset: ModelPreset, sku: GpuSku | None,
+              settings: Settings, nodes: list[str]) -> dict[str, Any]:
     """The `batch/v1` Job named after the Workspace."""
-    meta = _meta(ws, ws.name)
-    meta["annotations"] = {SPEC_HASH_ANNOTATION: job_hash(ws, preset, sku, settings)}
+    meta = owned_metadata(ws, ws.name)
+    meta["annotations"] = {SPEC_HASH_ANNOTATION: job_hash(ws, tuning, preset, sku, settings)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -220,17 +207,18 @@ def build_job(ws: Workspace, preset: ModelPreset, sku: GpuSku | None, settings: 
         "spec": {
             "backoffLimit": 0,
             "template": {"metadata": {"labels": {WORKSPACE_LABEL: ws.name}},
-                         "spec": pod_spec(ws, preset, sku, settings, nodes)},
+                         "spec": pod_spec(ws, tuning, preset, sku, settings, nodes)},
         },
     }
 
 
-def desired_tuning(ws: Workspace, catalog: Catalog, settings: Settings,
+def desired_tuning(ws: Workspace, tuning: TuningSpec, catalog: Catalog, settings: Settings,
                    nodes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(the default ConfigMap, or None when the user names one; the Job)."""
-    assert ws.tuning is not None
-    preset = catalog.preset(ws.tuning.preset.name)
-    assert preset is not None  # validation ran first
-    config = None if ws.tuning.config else default_config_map(ws, catalog)
+    """(the default ConfigMap, or None when the user names one; the Job) of `ws`, whose
+    tuning spec is `tuning`. Validation has checked that the preset exists."""
+    preset = catalog.preset(tuning.preset.name)
+    if preset is None:
+        raise ValueError(f"tuning.preset.name: no preset {tuning.preset.name!r} in the catalog")
+    config = None if tuning.config else default_config_map(ws, tuning, catalog)
     sku = catalog.sku(ws.resource.instance_type)
-    return config, build_job(ws, preset, sku, settings, nodes)
+    return config, build_job(ws, tuning, preset, sku, settings, nodes)

@@ -35,7 +35,8 @@ def owner_reference(ws: Workspace) -> dict[str, Any]:
     }
 
 
-def _meta(ws: Workspace, name: str) -> dict[str, Any]:
+def owned_metadata(ws: Workspace, name: str) -> dict[str, Any]:
+    """Metadata of an object the Workspace owns: its namespace, label and owner reference."""
     return {
         "name": name,
         "namespace": ws.namespace,
@@ -91,11 +92,12 @@ def preset_template(
     return _with_hash({"metadata": {"labels": {WORKSPACE_LABEL: ws.name}}, "spec": spec})
 
 
-def custom_template(ws: Workspace, nodes: list[str]) -> dict[str, Any]:
-    """The user's pod template with our label, node affinity and GPU tolerations added, and
-    the `restricted` security defaults wherever the user left them unset."""
-    assert ws.inference is not None and ws.inference.template is not None
-    template = copy.deepcopy(ws.inference.template)
+def custom_template(ws: Workspace, user_template: dict[str, Any],
+                    nodes: list[str]) -> dict[str, Any]:
+    """The user's pod template (`inference.template` of `ws`) with our label, node affinity
+    and GPU tolerations added, and the `restricted` security defaults wherever the user left
+    them unset. `user_template` itself is not modified."""
+    template = copy.deepcopy(user_template)
     meta = template.setdefault("metadata", {})
     meta.setdefault("labels", {})[WORKSPACE_LABEL] = ws.name
     spec = template.setdefault("spec", {})
@@ -124,7 +126,7 @@ def build_workload(ws: Workspace, template: dict[str, Any], stateful: bool) -> d
         return {
             "apiVersion": "apps/v1",
             "kind": "StatefulSet",
-            "metadata": _meta(ws, ws.name),
+            "metadata": owned_metadata(ws, ws.name),
             "spec": {
                 "replicas": ws.resource.count,
                 "selector": selector,
@@ -136,7 +138,7 @@ def build_workload(ws: Workspace, template: dict[str, Any], stateful: bool) -> d
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(ws, ws.name),
+        "metadata": owned_metadata(ws, ws.name),
         "spec": {
             "replicas": ws.resource.count,
             "selector": selector,
@@ -171,14 +173,15 @@ def build_service(ws: Workspace, template: dict[str, Any], multi_node: bool) -> 
     if multi_node:
         # Only the rank-0 pod serves HTTP.
         spec["selector"]["apps.kubernetes.io/pod-index"] = "0"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(ws, ws.name), "spec": spec}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": owned_metadata(ws, ws.name),
+            "spec": spec}
 
 
 def build_headless_service(ws: Workspace) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(ws, headless_service_name(ws.name)),
+        "metadata": owned_metadata(ws, headless_service_name(ws.name)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -192,15 +195,20 @@ def build_headless_service(ws: Workspace) -> dict[str, Any]:
 def desired_inference(
     ws: Workspace, catalog: Catalog, settings: Settings, nodes: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The Services and the workload (Deployment or StatefulSet) of an inference Workspace."""
-    assert ws.inference is not None
-    preset = catalog.preset(ws.inference.preset.name) if ws.inference.preset else None
+    """The Services and the workload (Deployment or StatefulSet) of an inference Workspace.
+    Validation has checked that it names a known preset or gives a template."""
+    inference = ws.inference
+    if inference is None:
+        raise ValueError(f"Workspace {ws.namespace}/{ws.name} has no inference spec")
+    preset = catalog.preset(inference.preset.name) if inference.preset else None
     stateful = uses_statefulset(ws, preset)
     if preset is not None:
         sku = catalog.sku(ws.resource.instance_type)
         template = preset_template(ws, preset, sku, settings, nodes)
+    elif inference.template is not None:
+        template = custom_template(ws, inference.template, nodes)
     else:
-        template = custom_template(ws, nodes)
+        raise ValueError("inference: neither a known preset nor a template")
     services = [build_service(ws, template, stateful)]
     if stateful:
         services.append(build_headless_service(ws))

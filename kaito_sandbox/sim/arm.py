@@ -1,4 +1,4 @@
-"""A simulated ARM agent-pools endpoint over https on loopback (DESIGN §7).
+"""A simulated ARM agent-pools endpoint over https on loopback (docs/design.md §7).
 
 The real Azure SDK talks to it unchanged: bearer token required on every call, any api-version,
 long-running operations as AKS does them (PUT → 201 + ``Azure-AsyncOperation``; DELETE → 202 +
@@ -14,76 +14,36 @@ Callbacks run on a server thread, outside the simulator's lock.
 Deviations kept on purpose: no paging of LIST, no etags, no ``Retry-After`` on operation polls,
 no managed-cluster resource (any cluster name exists), validation of a few fields only.
 
-This module holds the ARM semantics (pools, operations, validation); the fault types live in
-`kaito_sandbox.sim.arm_faults` and the https listener and request front door in
-`kaito_sandbox.sim.arm_http`, both split out to keep modules small.  The fault types are
-re-exported here, so ``from kaito_sandbox.sim.arm import ArmSimulator, Fault`` keeps working.
+This module holds the ARM semantics: what each request does to pools and operations.  The
+records and the preflight checks are in `kaito_sandbox.sim.arm_pools`, the fault types in
+`kaito_sandbox.sim.arm_faults` (``Fault``, ``PoolEvent`` and ``CallRecord`` are part of this
+module's API too), the https listener and request front door in `kaito_sandbox.sim.arm_http`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kaito_sandbox.sim.arm_faults import CallRecord, Fault, FaultTable, PoolEvent, _error, _Reply
 from kaito_sandbox.sim.arm_http import HttpsEndpoint, Route, reject, route
+from kaito_sandbox.sim.arm_pools import (
+    BUSY_STATES,
+    READ_ONLY_PROPERTIES,
+    Operation,
+    Pool,
+    PoolKey,
+    iso_time,
+    pool_key,
+    preflight_error,
+)
 
 __all__ = ["ArmSimulator", "CallRecord", "Fault", "PoolEvent"]
-
-_POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-_READ_ONLY = ("provisioningState", "powerState", "currentOrchestratorVersion", "nodeImageVersion")
-_BUSY = ("Creating", "Updating", "Deleting")
-
-
-@dataclass
-class _Pool:
-    cluster: tuple[str, str, str]  # (subscription, resource group, cluster) as first written
-    name: str
-    props: dict[str, Any]
-    op: str | None = None
-
-    def body(self) -> dict[str, Any]:
-        sub, rg, cluster = self.cluster
-        return {
-            "id": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService"
-            f"/managedClusters/{cluster}/agentPools/{self.name}",
-            "name": self.name,
-            "type": "Microsoft.ContainerService/managedClusters/agentPools",
-            "properties": json.loads(json.dumps(self.props)),
-        }
-
-    def event(self) -> PoolEvent:
-        props = self.props
-        return PoolEvent(
-            subscription=self.cluster[0],
-            resource_group=self.cluster[1],
-            cluster=self.cluster[2],
-            name=self.name,
-            vm_size=props.get("vmSize", ""),
-            node_labels=dict(props.get("nodeLabels") or {}),
-            node_taints=tuple(props.get("nodeTaints") or ()),
-            os_disk_size_gb=props.get("osDiskSizeGB"),
-        )
-
-
-@dataclass
-class _Op:
-    id: str
-    kind: str  # "create" | "delete"
-    key: tuple[str, str, str, str]
-    started: float
-    observed: int = 0
-    status: str = "InProgress"
-    error: dict[str, str] | None = None
-    fail_with: dict[str, str] | None = None
-
 
 class ArmSimulator:
     """The endpoint in a background thread: ``with ArmSimulator() as arm: arm.base_url``."""
@@ -113,8 +73,8 @@ class ArmSimulator:
         self._cert_dir, self._host = cert_dir, host
         self._startup_timeout, self._shutdown_timeout = startup_timeout, shutdown_timeout
         self._lock = threading.RLock()
-        self._pools: dict[tuple[str, str, str, str], _Pool] = {}
-        self._ops: dict[str, _Op] = {}
+        self._pools: dict[PoolKey, Pool] = {}
+        self._ops: dict[str, Operation] = {}
         self._calls: list[CallRecord] = []
         self._stopping = threading.Event()
         self._http: HttpsEndpoint | None = None
@@ -177,8 +137,8 @@ class ArmSimulator:
         """Put a pool in place without an operation (a system pool, someone else's pool)."""
         props = {**properties, "provisioningState": state, "powerState": {"code": "Running"}}
         with self._lock:
-            key = _key(subscription, resource_group, cluster, name)
-            self._pools[key] = _Pool((subscription, resource_group, cluster), name, props)
+            key = pool_key(subscription, resource_group, cluster, name)
+            self._pools[key] = Pool((subscription, resource_group, cluster), name, props)
 
     def complete_operations(self) -> None:
         """Finish every running operation now (tests that do not want to poll)."""
@@ -236,7 +196,7 @@ class ArmSimulator:
         with self._lock:
             if not pools["name"]:
                 return self._list(cluster, events)
-            key = _key(*cluster, pools["name"])
+            key = pool_key(*cluster, pools["name"])
             if method == "GET":
                 return self._get(key, events)
             if method == "DELETE":
@@ -244,14 +204,14 @@ class ArmSimulator:
             return self._put(cluster, pools["name"], raw, fault)
 
     def _list(self, cluster: tuple[str, str, str], events: list[Any]) -> _Reply:
-        prefix = _key(*cluster, "")[:3]
+        prefix = pool_key(*cluster, "")[:3]
         mine = [p for k, p in self._pools.items() if k[:3] == prefix]
         for pool in mine:
             self._observe(pool, events)
         alive = [p.body() for k, p in self._pools.items() if k[:3] == prefix]
         return _Reply(200, {"value": alive})
 
-    def _get(self, key: tuple[str, str, str, str], events: list[Any]) -> _Reply:
+    def _get(self, key: PoolKey, events: list[Any]) -> _Reply:
         pool = self._pools.get(key)
         if pool is not None:
             self._observe(pool, events)
@@ -263,9 +223,9 @@ class ArmSimulator:
     def _put(
         self, cluster: tuple[str, str, str], name: str, raw: bytes, fault: Fault | None
     ) -> _Reply:
-        key = _key(*cluster, name)
+        key = pool_key(*cluster, name)
         existing = self._pools.get(key)
-        if existing is not None and existing.props.get("provisioningState") in _BUSY:
+        if existing is not None and existing.props.get("provisioningState") in BUSY_STATES:
             state = existing.props["provisioningState"].lower().removesuffix("ing")
             return _error(
                 409,
@@ -277,7 +237,7 @@ class ArmSimulator:
             props = dict(json.loads(raw or b"{}").get("properties") or {})
         except (ValueError, AttributeError):
             return _error(400, "InvalidRequestContent", "The request content is not valid JSON.")
-        invalid = _validate(name, props)
+        invalid = preflight_error(name, props)
         if invalid:
             return _error(400, "InvalidParameter", invalid)
         if props["vmSize"] in self.unavailable_skus:
@@ -295,7 +255,7 @@ class ArmSimulator:
                 "Operation could not be completed as it results "
                 f"in exceeding approved agent pool quota (limit {self.pool_quota}).",
             )
-        for read_only in _READ_ONLY:
+        for read_only in READ_ONLY_PROPERTIES:
             props.pop(read_only, None)
         props.update(
             provisioningState="Updating" if existing else "Creating",
@@ -303,7 +263,7 @@ class ArmSimulator:
             currentOrchestratorVersion="1.30.0",
             nodeImageVersion="AKSUbuntu-2204gen2containerd-202405.03.0",
         )
-        pool = _Pool(existing.cluster if existing else cluster, name, props)
+        pool = Pool(existing.cluster if existing else cluster, name, props)
         op = self._new_op("create", key)
         if fault is not None:
             op.fail_with = {"code": fault.code, "message": fault.message}
@@ -312,7 +272,7 @@ class ArmSimulator:
         url = f"{self._op_url(cluster[0], 'operations', op.id)}"
         return _Reply(200 if existing else 201, pool.body(), {"Azure-AsyncOperation": url})
 
-    def _delete(self, key: tuple[str, str, str, str], events: list[Any]) -> _Reply:
+    def _delete(self, key: PoolKey, events: list[Any]) -> _Reply:
         pool = self._pools.get(key)
         if pool is None:
             return _Reply(204)
@@ -347,15 +307,15 @@ class ArmSimulator:
                 "id": op.id,
                 "name": op.id,
                 "status": op.status,
-                "startTime": _iso(op.started),
+                "startTime": iso_time(op.started),
             }
             if op.error:
                 body["error"] = op.error
             return _Reply(200, body)
 
     # -- operation progress (called under the lock) ----------------------------------------
-    def _new_op(self, kind: str, key: tuple[str, str, str, str]) -> _Op:
-        op = _Op(str(uuid.uuid4()), kind, key, time.monotonic())
+    def _new_op(self, kind: str, key: PoolKey) -> Operation:
+        op = Operation(str(uuid.uuid4()), kind, key, time.monotonic())
         self._ops[op.id] = op
         return op
 
@@ -365,21 +325,21 @@ class ArmSimulator:
             f"ContainerService/locations/{self.location}/{kind}/{op_id}?api-version=2024-05-01"
         )
 
-    def _observe(self, pool: _Pool, events: list[Any]) -> None:
+    def _observe(self, pool: Pool, events: list[Any]) -> None:
         op = self._ops.get(pool.op or "")
         if op is not None and op.status == "InProgress":
             op.observed += 1
             if self._due(op):
                 events.append(self._finish(op))
 
-    def _due(self, op: _Op) -> bool:
+    def _due(self, op: Operation) -> bool:
         if op.status != "InProgress":
             return False
         by_polls = self.lro_polls is not None and op.observed >= self.lro_polls
         elapsed = time.monotonic() - op.started
         return by_polls or (self.lro_seconds is not None and elapsed >= self.lro_seconds)
 
-    def _finish(self, op: _Op) -> tuple[str, PoolEvent] | None:
+    def _finish(self, op: Operation) -> tuple[str, PoolEvent] | None:
         pool = self._pools.get(op.key)
         if op.kind == "delete":
             op.status = "Succeeded"
@@ -412,32 +372,3 @@ class ArmSimulator:
                     callback(event)
                 except Exception:  # noqa: BLE001 - a broken listener must not break ARM
                     pass
-
-
-def _key(sub: str, rg: str, cluster: str, name: str) -> tuple[str, str, str, str]:
-    return (sub.lower(), rg.lower(), cluster.lower(), name.lower())
-
-
-def _iso(monotonic: float) -> str:
-    wall = time.time() - (time.monotonic() - monotonic)
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
-
-
-def _validate(name: str, props: Mapping[str, Any]) -> str | None:
-    """The AKS preflight checks a provisioner can get wrong; None when the body passes."""
-    if not _POOL_NAME.match(name):
-        return (
-            f"Agent pool name {name!r} is invalid: it must start with a lowercase letter and "
-            "contain at most 12 lowercase letters and numbers."
-        )
-    if not props.get("vmSize"):
-        return "properties.vmSize is required."
-    disk = props.get("osDiskSizeGB")
-    if disk is not None and not (isinstance(disk, int) and 30 <= disk <= 2048):
-        return f"properties.osDiskSizeGB {disk!r} is invalid: it must be between 30 and 2048."
-    if props.get("mode", "User") not in ("User", "System", "Gateway"):
-        return f"properties.mode {props.get('mode')!r} is invalid."
-    for taint in props.get("nodeTaints") or []:
-        if not re.match(r"^[^=:\s]+(=[^:\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$", taint):
-            return f"properties.nodeTaints entry {taint!r} is invalid."
-    return None

@@ -1,11 +1,11 @@
 """Fault injection and call records for the simulated ARM endpoint (`kaito_sandbox.sim.arm`).
 
-Split out of arm.py so the simulator module holds only pool and operation state.  Here: the
+The simulator module holds only pool and operation state; this one holds the
 :class:`Fault` a test or the sandbox queues (throttling, 5xx, hangs, quota, SKU, auth errors, an
 operation that fails after being accepted), the :class:`FaultTable` that hands them out per
 operation and pool name, the :class:`CallRecord` log entry, the :class:`PoolEvent` a simulated
 AKS consumes, and the reply type with the ARM error body ``{"error": {"code", "message"}}``.
-All names are re-exported from `kaito_sandbox.sim.arm`.
+`Fault`, `PoolEvent` and `CallRecord` are also part of `kaito_sandbox.sim.arm`'s API.
 """
 
 from __future__ import annotations

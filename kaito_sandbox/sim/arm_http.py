@@ -1,11 +1,11 @@
 """HTTPS plumbing of the simulated ARM endpoint (`kaito_sandbox.sim.arm`).
 
-Split out of arm.py so the simulator module holds only ARM semantics (pools and long-running
-operations).  Here: the TLS listener on loopback with a fresh throwaway CA, its server thread
-(which also drives ``ArmSimulator.tick``), the tracking of open sockets so ``stop`` can cut hung
-clients loose, the per-connection handler that turns a request into ``ArmSimulator.handle``, and
-the request front door: which ARM operation a URL names, and the bearer-token and api-version
-checks every call must pass before faults or pools are looked at.
+The TLS listener on loopback with a fresh throwaway CA, its server thread (which also drives the
+backend's ``tick``), the tracking of open sockets so ``stop`` can cut hung clients loose, the
+per-connection handler that turns a request into the backend's ``handle``, and the request front
+door: which ARM operation a URL names, and the bearer-token and api-version checks every call
+must pass before faults or pools are looked at.  The backend is anything with ``handle`` and
+``tick`` (:class:`ArmBackend`); the ARM semantics live in `kaito_sandbox.sim.arm`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from kaito_sandbox.sim.arm_faults import _error, _Reply
 from kaito_sandbox.sim.certs import write_server_cert
 
-if TYPE_CHECKING:
-    from kaito_sandbox.sim.arm import ArmSimulator
-
-__all__ = ["HttpsEndpoint", "Route", "reject", "route"]
+__all__ = ["ArmBackend", "HttpsEndpoint", "Route", "reject", "route"]
 
 _PROVIDER = r"/providers/Microsoft\.ContainerService"
 _POOLS = re.compile(
@@ -43,6 +40,16 @@ _OPS = re.compile(
     r"/(?P<kind>operations|operationresults)/(?P<id>[^/]+)$",
     re.IGNORECASE,
 )
+
+
+class ArmBackend(Protocol):
+    """What the listener serves: one answer per request, and a clock tick every 50 ms."""
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], raw: bytes
+    ) -> _Reply: ...
+
+    def tick(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class HttpsEndpoint:
 
     def __init__(
         self,
-        sim: ArmSimulator,
+        sim: ArmBackend,
         host: str,
         cert_dir: Path | None,
         startup_timeout: float,
@@ -166,7 +173,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        sim: ArmSimulator,
+        sim: ArmBackend,
         ctx: ssl.SSLContext,
         endpoint: HttpsEndpoint,
     ) -> None:

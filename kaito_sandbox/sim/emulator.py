@@ -1,32 +1,31 @@
-"""kmock's ``KubernetesEmulator`` with the HTTP semantics of a real API server.
+"""A Kubernetes API emulator with the HTTP semantics of a real API server.
 
-kmock 0.8 parses and routes requests and serves discovery; its object handling lacks what the
-operators rely on (see STACK-NOTES.md "kmock ... with kopf").  This subclass keeps kmock's
-request parsing, DSL reactions and discovery scaffold, and replaces object handling by
-:class:`~kaito_sandbox.sim.store.Store`.  User reactions (``emulator['patch', ...] << 500``) still
-take precedence over the emulated behaviour; ``faults`` (an
-:class:`~kaito_sandbox.sim.api_faults.ApiFaultTable`) answers chosen requests with an error.
+:class:`FaithfulKubernetesEmulator` is kmock's ``KubernetesEmulator`` (its request parsing, DSL
+reactions and discovery scaffold, through :class:`~kaito_sandbox.sim.kmock_private.KmockFrontEnd`)
+with object handling by :class:`~kaito_sandbox.sim.store.Store`: resource versions, uids,
+generations, the status subresource, PUT, JSON, merge, strategic-merge and apply patches,
+selectors, paging, dry runs, watches from a resource version, and garbage collection.  User
+reactions (``emulator['patch', ...] << 500``) still take precedence over the emulated behaviour;
+``faults`` (an :class:`~kaito_sandbox.sim.api_faults.ApiFaultTable`) answers chosen requests
+with an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
-import importlib.resources
 import json
-import threading
+from collections.abc import Iterable
 from typing import Any
 
-import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import apps, enums, parsing, references, rendering
 
 from kaito_sandbox.sim import errors
 from kaito_sandbox.sim.api_faults import ApiFaultTable
 from kaito_sandbox.sim.collector import collect_garbage
 from kaito_sandbox.sim.errors import ApiError
+from kaito_sandbox.sim.kmock_private import KmockFrontEnd, Response, bundled_resources
 from kaito_sandbox.sim.patching import (
     PatchError,
     apply_json_patch,
@@ -43,37 +42,20 @@ __all__ = ["FaithfulKubernetesEmulator", "RequestRecord"]
 _JSON = {"Content-Type": "application/json"}
 
 
-def _yaml(body: bytes) -> Any:
-    """Server-side apply bodies may be YAML (kubectl sends JSON, which is YAML too)."""
-    import yaml  # only for apply-patch+yaml requests
-
-    try:
-        return yaml.safe_load(body)
-    except yaml.YAMLError:
-        return None
-
-
-def _ok(payload: Any, status: int = 200) -> rendering.Response:
+def _ok(payload: Any, status: int = 200) -> Response:
     """Always an explicit status: kmock keeps the last status on the shared fallback reaction."""
-    return rendering.Response(status=status, headers=_JSON, payload=payload)
+    return Response(status=status, headers=_JSON, payload=payload)
 
 
 @attrs.define(kw_only=True)
-class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
+class FaithfulKubernetesEmulator(KmockFrontEnd):
     """A Kubernetes API emulator that behaves like a real API server for the operators' needs."""
 
     store: Store = attrs.field(factory=Store, init=False)
-    request_log: list[RequestRecord] = attrs.field(factory=list, init=False)
-    _log_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
-    _records: dict[int, RequestRecord] = attrs.field(factory=dict, init=False)
     watches: WatchHub = attrs.field(init=False)
     _gc_scheduled: bool = attrs.field(default=False, init=False)
     gc_errors: list[ApiError] = attrs.field(factory=list, init=False)
     faults: ApiFaultTable = attrs.field(factory=ApiFaultTable, init=False)
-    # kmock keeps every request (bodies included) for its DSL assertions; a long-lived sandbox
-    # would grow without bound, so only the most recent ones are kept.
-    history_limit: int = 100_000
-    _request_counter: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -91,12 +73,7 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
 
     def load_builtins(self) -> None:
         """Serve the built-in kinds of kmock's bundled discovery data (a recent k3s)."""
-        bundled = kmock.ResourcesArray()
-        # Same data as ResourcesArray.load_bundled(), without its deprecated importlib call.
-        blob = (
-            importlib.resources.files("kmock._internal").joinpath("resources.json.gz").read_bytes()
-        )
-        bundled.load_data(gzip.decompress(blob))
+        bundled = bundled_resources()
         for res in bundled:
             info = bundled[res]
             assert res.group is not None and res.version is not None and res.plural is not None
@@ -115,181 +92,12 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
                 )
             )
 
-    # --- request entry, parsing and the request log ---------------------------------------------
-
-    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        """kmock's entry point, with a parser that does not choke on ``/api/v1/namespaces``."""
-        raw_response: aiohttp.web.StreamResponse | None = None
-        try:
-            request = await self._parse(raw_request)
-            self._requests.append(request)
-            self._trim_history()
-            try:
-                return await self._handle(request)
-            except rendering.StreamingError as e:
-                raw_response = e.args[0]
-                raise (e.__cause__ or e) from None
-        except Exception as e:
-            if raw_response is None or not raw_response.prepared:
-                return await self._render_error(e)
-            await self._stream_error(e, raw_response)
-            await raw_response.write_eof()
-            return raw_response
-
-    def _next_id(self) -> int:
-        self._request_counter += 1
-        return self._request_counter
-
-    def _trim_history(self) -> None:
-        limit = self.history_limit
-        if len(self._requests) <= limit + limit // 4:
-            return
-        del self._requests[:-limit]
-        for payload in self._payloads:
-            kept = getattr(payload, "_requests", None)  # kmock Reaction's own request list
-            if isinstance(kept, list) and len(kept) > limit:
-                del kept[:-limit]
-        with self._log_lock:
-            del self.request_log[:-limit]
-
-    async def _parse(self, raw_request: aiohttp.web.BaseRequest) -> rendering.Request:
-        body = await raw_request.read()
-        try:
-            data = json.loads(body) if body else None
-        except ValueError:
-            data = _yaml(body) if "yaml" in raw_request.headers.get("Content-Type", "") else None
-        params = dict(raw_request.query)
-        target = parse_target(raw_request.path)
-        if target is not None:
-            parsed = parsing.ParsedPath(
-                target.group,
-                target.version,
-                target.plural,
-                target.namespace,
-                target.name,
-                target.subresource,
-            )
-        else:
-            parsed = parsing.parse_path(raw_request.path)
-        method = enums.method(raw_request.method)
-        resource = (
-            None
-            if parsed.group is None
-            else references.resource(
-                group=parsed.group, version=parsed.version, plural=parsed.plural
-            )
-        )
-        record = RequestRecord(
-            method=raw_request.method,
-            path=raw_request.path,
-            query=params,
-            user_agent=raw_request.headers.get("User-Agent", ""),
-        )
-        if target is not None:
-            record.verb = verb_of(raw_request.method, target, params)
-            record.group, record.version, record.resource = (
-                target.group,
-                target.version,
-                target.plural,
-            )
-            record.subresource, record.namespace, record.name = (
-                target.subresource,
-                target.namespace,
-                target.name,
-            )
-        request = rendering.Request(
-            id=self._next_id(),
-            raw_request=raw_request,
-            url=raw_request.url,
-            method=method,
-            params=params,
-            headers=dict(raw_request.headers),
-            cookies=dict(raw_request.cookies),
-            data=data,
-            body=body,
-            text=body.decode("utf-8", "replace"),
-            action=parsing.guess_k8s(parsed, method, params),
-            resource=resource,
-            namespace=parsed.namespace,
-            name=parsed.name,
-            subresource=parsed.subresource,
-        )
-        with self._log_lock:
-            self.request_log.append(record)
-        self._records[request.id] = record
-        return request
-
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        # Skip KubernetesEmulator._handle: its object tracking is what this class replaces.
-        record = self._records.pop(request.id, None)
-        try:
-            response = await apps.RawHandler._handle(self, request)
-        except ApiError as e:
-            if record is not None:
-                record.status = e.code
-            raise
-        except Exception as e:
-            if record is not None and record.status is None:
-                record.status = getattr(e, "status", 500)
-            raise
-        if record is not None and record.status is None:
-            record.status = response.status
-        return response
-
-    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
-        if isinstance(exc, ApiError):
-            return aiohttp.web.json_response(exc.body(), status=exc.code)
-        return await super()._render_error(exc)
-
-    # --- discovery fixes ------------------------------------------------------------------------
-
-    def _get_resources(self) -> list[references.resource]:
-        declared = set(super()._get_resources())
-        return list(declared | {references.resource(*key) for key in self.store.types})
-
-    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
-        """APIResourceList with ``groupVersion: v1`` for the core group (kmock says ``/v1``)."""
-        assert request.resource is not None
-        group, version = request.resource.group or "", request.resource.version or ""
-        rtypes = [t for t in self.store.types.values() if (t.group, t.version) == (group, version)]
-        if not rtypes:
-            raise errors.ApiError(
-                404, "NotFound", "the server could not find the requested resource"
-            )
-        resources: list[dict[str, Any]] = []
-        for t in sorted(rtypes, key=lambda t: t.plural):
-            resources.append(
-                {
-                    "name": t.plural,
-                    "singularName": t.singular or t.kind.lower(),
-                    "namespaced": t.namespaced,
-                    "kind": t.kind,
-                    "verbs": list(t.verbs),
-                    "shortNames": list(t.short_names),
-                }
-            )
-            for sub in sorted(
-                set(t.subresources) | ({"status"} if t.status_subresource else set())
-            ):
-                resources.append(
-                    {
-                        "name": f"{t.plural}/{sub}",
-                        "singularName": "",
-                        "namespaced": t.namespaced,
-                        "kind": t.kind,
-                        "verbs": ["get", "patch", "update"],
-                    }
-                )
-        return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version,
-            "resources": resources,
-        }
+    def served_types(self) -> Iterable[ResourceType]:
+        return self.store.types.values()
 
     # --- resource requests ----------------------------------------------------------------------
 
-    def _serve_resource(self, request: rendering.Request) -> rendering.Payload:
+    def _serve_resource(self, request: kmock.Request) -> kmock.Payload:
         target = parse_target(request.url.path)
         if target is None:
             # kmock's protocol: NotImplementedError from a reaction means "matched but nothing
@@ -298,11 +106,11 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
         try:
             return self._dispatch(request, target)
         except ApiError as e:
-            return rendering.Response(status=e.code, headers=_JSON, payload=e.body())
+            return Response(status=e.code, headers=_JSON, payload=e.body())
         finally:
             self._schedule_gc()
 
-    def _dispatch(self, request: rendering.Request, target: Target) -> rendering.Payload:
+    def _dispatch(self, request: kmock.Request, target: Target) -> kmock.Payload:
         rtype = self.store.find_type(target.group, target.version, target.plural)
         if rtype is None or (target.namespace is not None and not rtype.namespaced):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -382,13 +190,13 @@ class FaithfulKubernetesEmulator(kmock.KubernetesEmulator):
 
     def _patch(
         self,
-        request: rendering.Request,
+        request: kmock.Request,
         rtype: ResourceType,
         ns: str | None,
         name: str,
         subresource: str | None,
         dry_run: bool,
-    ) -> rendering.Payload:
+    ) -> kmock.Payload:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         patch = request.data
         try:

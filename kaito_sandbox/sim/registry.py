@@ -59,10 +59,10 @@ def _free_port() -> int:
 def _htpasswd_line(user: str, password: str) -> str:
     """The registry only accepts bcrypt entries; use whichever bcrypt tool this machine has."""
     try:
-        import bcrypt  # type: ignore[import-not-found]
+        import bcrypt
     except ImportError:
-        bcrypt = None
-    if bcrypt is not None:
+        pass
+    else:
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
         return f"{user}:{hashed}\n"
     tool = shutil.which("htpasswd")
@@ -285,6 +285,7 @@ class LocalRegistry:
         """What `oras push ref file...` stores: one titled layer per file; or, with
         ``as_directory``, what `oras push ref dir/` stores: one tar.gz of ``dir/<file>``
         entries, titled ``dir`` and annotated for unpacking."""
+        layers: list[tuple[dict, bytes]]
         if as_directory is None:
             layers = [({"annotations": {TITLE: name}}, data) for name, data in files.items()]
         else:

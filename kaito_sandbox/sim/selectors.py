@@ -51,7 +51,9 @@ class _Requirement:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside ``( )`` of set-based requirements."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
     for char in text:
         if char == "(":
             depth += 1

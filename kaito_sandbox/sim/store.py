@@ -8,6 +8,7 @@ Stored dicts are never mutated after commit; every write stores a fresh deep cop
 
 from __future__ import annotations
 
+import builtins
 import collections
 import copy
 import datetime
@@ -433,7 +434,7 @@ class Store:
 
     # --- access for the garbage collector (collector.py) ---------------------------------------
 
-    def keys(self) -> list[ObjKey]:
+    def keys(self) -> builtins.list[ObjKey]:  # `list` here is the method above
         return list(self._objects)
 
     def peek(self, key: ObjKey) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference_server.fetch_adapter import FetchError, fetch, main, parse_reference
+from inference_server.fetch_adapter import FetchError, fetch, main
 from kaito_sandbox.sim.registry import (
     OCI_LAYER_TGZ,
     LocalRegistry,
@@ -312,13 +312,3 @@ def test_module_entry_point(registry: LocalRegistry, tmp_path: Path):
     bad = subprocess.run([sys.executable, "-m", "inference_server.fetch_adapter", "--output=x"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and (tmp_path / "log").exists()
-
-
-@pytest.mark.parametrize("ref, expected", [
-    ("myacr.azurecr.io/adapter:0.0.1", ("myacr.azurecr.io", "adapter", "0.0.1")),
-    ("localhost:5000/a/b", ("localhost:5000", "a/b", "latest")),
-    ("ubuntu", ("registry-1.docker.io", "library/ubuntu", "latest")),
-    ("org/repo:t@sha256:ab", ("registry-1.docker.io", "org/repo", "sha256:ab")),
-])
-def test_parse_reference(ref: str, expected: tuple[str, str, str]):
-    assert parse_reference(ref) == expected

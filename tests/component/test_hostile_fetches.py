@@ -31,6 +31,7 @@ import pytest
 from inference_server import fetch_adapter
 from kaito_egress.guard import EgressGuard, EgressRefused
 from kaito_egress.policy import Policy
+from kaito_workload.oci import is_loopback
 from tuning_job import download
 
 PUBLIC = {  # simulated DNS: name → the records it has
@@ -495,7 +496,7 @@ def test_registry_through_the_guard_works(server: HostileServer, net: SimulatedN
 
 def test_loopback_lookalike_registry_is_neither_plain_http_nor_reached(net: SimulatedNetwork, tmp_path: Path,
                                                                        tlog: Path, capsys: pytest.CaptureFixture[str]):
-    assert not fetch_adapter.is_loopback("127.evil.example:5000")
+    assert not is_loopback("127.evil.example:5000")
     ref = "127.evil.example:5000/a/b:v1"
     assert fetch_adapter.main([f"--image={ref}", f"--output={tmp_path / 'a'}", "--retries=0"]) == 1
     err = one_line(capsys, tlog)

@@ -221,7 +221,7 @@ def test_machine_becomes_ready_with_conditions_in_order(api, http, arm, provisio
     assert node["metadata"]["labels"]["kaito.sh/workspace"] == "phi"
     assert {"key": "sku", "value": "gpu", "effect": "NoSchedule"} in node["spec"]["taints"]
     assert FINALIZER in machine["metadata"]["finalizers"]
-    # the pool as DESIGN §4 asks for it, created with exactly one PUT
+    # the pool as docs/design.md §4 asks for it, created with exactly one PUT
     pool = arm.pools()[name]["properties"]
     assert pool["vmSize"] == SKU and pool["count"] == 1 and pool["mode"] == "User"
     assert pool["osType"] == "Linux" and pool["osDiskSizeGB"] == 120

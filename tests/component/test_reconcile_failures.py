@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp.web
 import pytest
 
+from kaito_operator.controller.backoff import Backoff
+from kaito_operator.controller.failures import describe_failure
 from kaito_operator.kube import (
     ApiError,
     Connection,
@@ -26,12 +28,11 @@ from kaito_operator.kube import (
     status_reason,
 )
 from kaito_operator.settings import Settings
-from kaito_sandbox.sim.cluster import SimulatedCluster
-from kaito_sandbox.sim.kube_api import ApiFault
 from kaito_operator.workspace import runtime as runtime_module
-from kaito_operator.workspace.failures import Backoff, describe_failure
 from kaito_operator.workspace.operator import OperatorThread
 from kaito_operator.workspace.runtime import WorkspaceRuntime
+from kaito_sandbox.sim.cluster import SimulatedCluster
+from kaito_sandbox.sim.kube_api import ApiFault
 from tests.component.test_workspace_controller import (
     CATALOG,
     apply,

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kaito_sandbox.sim.cluster import JobOutcome, SimulatedCluster
 from kaito_operator.workspace.operator import OperatorThread
+from kaito_sandbox.sim.cluster import JobOutcome, SimulatedCluster
 from tests.component.test_workspace_controller import (
     apply,
     condition,

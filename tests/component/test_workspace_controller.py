@@ -12,10 +12,10 @@ import pytest
 
 from kaito_operator.catalog import load_catalog
 from kaito_operator.settings import Settings
-from kaito_sandbox.sim.cluster import PodFault, SimulatedCluster
 from kaito_operator.workspace.names import machine_name
 from kaito_operator.workspace.operator import OperatorThread
 from kaito_operator.workspace.runtime import WorkspaceRuntime
+from kaito_sandbox.sim.cluster import PodFault, SimulatedCluster
 from tests.factories import DELETE, inference_workspace, with_changes
 from tests.support.waiting import wait_for
 

@@ -110,7 +110,7 @@ def test_rendered_pods_pass_pod_security_admission(namespace):
         body["metadata"].update(namespace=namespace, uid="uid-e2e")
         ws = Workspace.model_validate(body)
         if ws.tuning is not None:
-            template = desired_tuning(ws, catalog, Settings(), [])[1]["spec"]["template"]
+            template = desired_tuning(ws, ws.tuning, catalog, Settings(), [])[1]["spec"]["template"]
         else:
             template = desired_inference(ws, catalog, Settings(), [])[1]["spec"]["template"]
         pod = {"apiVersion": "v1", "kind": "Pod",

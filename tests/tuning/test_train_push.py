@@ -14,6 +14,7 @@ import pytest
 
 from inference_server import fetch_adapter
 from kaito_sandbox.sim.registry import LocalRegistry, docker_config_json
+from kaito_workload.oci import load_auths
 from tests.tuning.conftest import (
     PUSH_PASSWORD,
     PUSH_USER,
@@ -80,7 +81,7 @@ def test_lora_on_chat_parquet_pushes_an_adapter_the_server_loads(
     assert [h["step"] for h in metrics["history"] if "loss" in h] == [2, 4, 6, 8, 10, 12]
 
     pulled = tmp_path / "mnt" / "adapter" / "phi-chat"
-    auths = fetch_adapter.load_auths(str(tmp_path / "push-secret"))
+    auths = load_auths(tmp_path / "push-secret")
     fetch_adapter.fetch(ref, pulled, auths, retries=0)
     assert sorted(p.name for p in pulled.iterdir()) == sorted(ADAPTER_FILES)
     for name in ADAPTER_FILES:

@@ -151,7 +151,7 @@ def _render(ws: Workspace, catalog, settings: Settings, known_sku: bool = True):
         ws = ws.model_copy(deep=True)
         ws.resource.instance_type = "Standard_NC999_unknown"
     if ws.tuning is not None:
-        _, job = desired_tuning(ws, catalog, settings, ["node-0"])
+        _, job = desired_tuning(ws, ws.tuning, catalog, settings, ["node-0"])
         return job["kind"], job["spec"]["template"]
     _, workload = desired_inference(ws, catalog, settings, ["node-0"])
     return workload["kind"], workload["spec"]["template"]

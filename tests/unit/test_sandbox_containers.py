@@ -9,10 +9,10 @@ from pathlib import Path
 
 from inference_server import fetch_adapter
 from kaito_operator.api.workspace import Workspace
-from kaito_sandbox.containers import local_command
 from kaito_operator.settings import Settings
 from kaito_operator.workspace.tuning import desired_tuning
 from kaito_operator.workspace.workload import preset_template
+from kaito_sandbox.containers import local_command
 from tests.factories import inference_workspace, tuning_workspace, with_changes
 
 ADAPTERS = [{"source": {"name": "a1", "image": "r.io/a1:1",
@@ -58,7 +58,7 @@ def test_adapter_fetcher_paths_and_pull_secrets_map_to_the_pod_folder(catalog, t
 
 def test_tuning_paths_map_and_unrelated_values_stay(catalog, tmp_path):
     ws = Workspace.model_validate(tuning_workspace())
-    _, job = desired_tuning(ws, catalog, Settings(), [])
+    _, job = desired_tuning(ws, ws.tuning, catalog, Settings(), [])
     spec = job["spec"]["template"]["spec"]
     volumes = _volumes(spec, tmp_path)
     (tuner,) = spec["containers"]

@@ -22,7 +22,8 @@ def ws_of(changes=None, **kw) -> Workspace:
 
 
 def build(catalog, changes=None, settings=SETTINGS, nodes=("node-a",), **kw):
-    return desired_tuning(ws_of(changes, **kw), catalog, settings, list(nodes))
+    ws = ws_of(changes, **kw)
+    return desired_tuning(ws, ws.tuning, catalog, settings, list(nodes))
 
 
 def test_job_shape(catalog):
@@ -124,7 +125,7 @@ def test_emptydir_volume_sources_get_a_limit_unless_they_set_one(catalog):
     changes = {"tuning.input": {"volumeSource": {"emptyDir": {"sizeLimit": "500Mi"}}},
                "tuning.output": {"volumeSource": {"emptyDir": {}}}}
     ws = ws_of(changes)
-    _, job = desired_tuning(ws, catalog, SETTINGS, [])
+    _, job = desired_tuning(ws, ws.tuning, catalog, SETTINGS, [])
     pod = job["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["emptyDir"] == {"sizeLimit": "500Mi"}

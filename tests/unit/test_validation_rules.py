@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from kaito_operator.validation import (
+from kaito_operator.validation import errors, summary, validate_workspace, warnings
+from tests.factories import (
+    DELETE,
     WorkspaceInvalid,
-    errors,
+    inference_workspace,
     parse_workspace,
-    summary,
-    validate_workspace,
-    warnings,
+    tuning_workspace,
+    with_changes,
 )
-from tests.factories import DELETE, inference_workspace, tuning_workspace, with_changes
 
 INF = inference_workspace()
 TUN = tuning_workspace()

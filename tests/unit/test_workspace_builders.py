@@ -274,7 +274,7 @@ def test_custom_template_keeps_user_affinity_and_adds_ours():
         "tolerations": [{"key": "team", "operator": "Exists"}],
     }}
     ws = ws_of({"inference.preset": DELETE, "inference.template": template})
-    out = custom_template(ws, ["n1"])
+    out = custom_template(ws, ws.inference.template, ["n1"])
     exprs = out["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"]
     assert [e["key"] for e in exprs] == ["zone", "apps", "kubernetes.io/hostname"]
@@ -299,7 +299,7 @@ def test_custom_template_keeps_explicit_security_values():
             "capabilities": {"add": ["NET_BIND_SERVICE"]}, "readOnlyRootFilesystem": True}}],
     }}
     ws = ws_of({"inference.preset": DELETE, "inference.template": template})
-    spec = custom_template(ws, [])["spec"]
+    spec = custom_template(ws, ws.inference.template, [])["spec"]
     assert spec["automountServiceAccountToken"] is True
     assert spec["securityContext"] == {
         "runAsUser": 2000, "runAsNonRoot": True, "runAsGroup": 1000, "fsGroup": 1000,
