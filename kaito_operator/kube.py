@@ -14,7 +14,7 @@ import json
 import re
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -170,6 +170,21 @@ async def _api_error(response: aiohttp.ClientResponse, method: str, path: str) -
                     one_line(message), describe_request(method, path))
 
 
+async def create_unless_exists(
+    create: Callable[[Kind, dict[str, Any]], Awaitable[dict[str, Any]]],
+    kind: Kind,
+    body: dict[str, Any],
+) -> bool:
+    """`create(kind, body)`; False when the object exists already (409 is 'already done')."""
+    try:
+        await create(kind, body)
+    except ApiError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
 class KubeClient:
     """Async JSON client; create it inside the event loop that will use it."""
 
@@ -269,13 +284,7 @@ class KubeClient:
 
     async def create_if_missing(self, kind: Kind, body: dict[str, Any]) -> bool:
         """Create; False when it exists already (409 is 'already done')."""
-        try:
-            await self.create(kind, body)
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await create_unless_exists(self.create, kind, body)
 
     async def event(
         self,

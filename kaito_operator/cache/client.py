@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kaito_operator.cache.store import WatchCache
-from kaito_operator.kube import ApiError, Kind, KubeClient
+from kaito_operator.kube import ApiError, Kind, KubeClient, create_unless_exists
 
 __all__ = ["CachedClient", "Client"]
 
@@ -82,13 +82,7 @@ class CachedClient:
 
     async def create_if_missing(self, kind: Kind, body: dict[str, Any]) -> bool:
         """Create; False when it exists already (409 is 'already done')."""
-        try:
-            await self.create(kind, body)
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await create_unless_exists(self.create, kind, body)
 
     async def event(
         self,
