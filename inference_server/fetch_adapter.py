@@ -4,8 +4,8 @@
 [--docker-config-dir=/var/run/secrets/kaito/docker]`.  REF is either an OCI artifact pushed by oras
 (titled layers: the files themselves, or a directory tarball) or a container image whose
 filesystem holds the adapter under `/data` (KAITO's older convention).  The registry side (auth,
-retries, manifests, digest-checked blobs) is `inference_server.oci_client`; this module applies
-the layers with traversal-proof extraction and owns the CLI.
+retries, manifests, digest-checked blobs) is `inference_server.oci_client`, the traversal-proof
+extraction `inference_server.adapter_layers`; this module runs the pull and owns the CLI.
 
 Failure is one line on stderr and in `/dev/termination-log` (what `kubectl describe pod`
 shows; `kaito_workload.termination`), exit code 1; the output directory is replaced atomically,
@@ -16,29 +16,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import gzip
 import shutil
 import sys
-import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 import httpx
 
+from inference_server.adapter_layers import (
+    Bounds,
+    FetchError,
+    Layer,
+    extract,
+    is_tarball,
+    safe_relpath,
+    write_file,
+)
 from inference_server.oci_client import DEFAULT_LIMITS, RegistryClient
 from kaito_egress.flags import add_limit_flags, at_most, limits_from
 from kaito_egress.guard import EgressError, EgressGuard
 from kaito_egress.limits import (
     Budget,
-    ContentError,
     Deadline,
     TransferLimits,
     human,
-    inflate_file,
 )
 from kaito_workload.oci import Credentials, RegistryError, load_auths, parse_reference
 from kaito_workload.termination import report_failure
@@ -46,13 +49,8 @@ from kaito_workload.termination import report_failure
 __all__ = ["FetchError", "build_parser", "fetch", "main", "safe_relpath"]
 
 TITLE = "org.opencontainers.image.title"
-UNPACK = "io.deis.oras.content.unpack"
 MAX_LAYERS = 128
-MAX_MEMBERS = 10_000
 
-
-class FetchError(Exception):
-    """A failed pull, with a message meant for the user (the pod's termination message)."""
 
 
 @contextlib.contextmanager
@@ -62,148 +60,6 @@ def _as_fetch_error() -> Iterator[None]:
         yield
     except (RegistryError, EgressError) as err:
         raise FetchError(str(err)) from err
-
-
-def safe_relpath(name: str) -> PurePosixPath:
-    """A member/title path that can only land inside the output: refuse `/x`, `..`, empty."""
-    if name.startswith("/") or "\\" in name or "\x00" in name:
-        raise FetchError(f"refusing unsafe path in layer: {name!r}")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise FetchError(f"refusing unsafe path in layer: {name!r}")
-    return PurePosixPath(*parts)
-
-
-class _Layer:
-    """A downloaded layer blob and, on demand, its decompressed tar stream (inflated once,
-    within the adapter's size, ratio and time limits)."""
-
-    def __init__(self, raw: IO[bytes], bounds: _Bounds, what: str) -> None:
-        self.raw, self.bounds, self.what = raw, bounds, what
-        self._tar: IO[bytes] | None = None
-
-    def tar_data(self) -> IO[bytes]:
-        if self._tar is not None:
-            return self._tar
-        self.raw.seek(0)
-        magic = self.raw.read(6)
-        if magic[:4] == b"\x28\xb5\x2f\xfd":
-            raise FetchError("zstd-compressed layers are not supported; push gzip layers")
-        if magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
-            raise FetchError(f"{self.what}: bzip2/xz layers are not supported; push gzip layers")
-        if magic[:2] == b"\x1f\x8b":
-            inflated = tempfile.TemporaryFile()
-            try:
-                inflate_file(self.raw, inflated, limits=self.bounds.limits, what=self.what,
-                             deadline=self.bounds.deadline, budget=self.bounds.inflated)
-            except ContentError as err:
-                inflated.close()
-                raise FetchError(f"corrupt layer archive: {err}") from err
-            except BaseException:
-                inflated.close()
-                raise
-            self._tar = inflated
-        else:
-            self._tar = self.raw
-        return self._tar
-
-    def close(self) -> None:
-        if self._tar is not None and self._tar is not self.raw:
-            self._tar.close()
-
-
-@dataclasses.dataclass
-class _Bounds:
-    """The limits of one adapter pull and what it has used of them."""
-
-    limits: TransferLimits
-    deadline: Deadline
-    blobs: Budget
-    inflated: Budget
-    unpacked: Budget
-
-
-@contextlib.contextmanager
-def _open_tar(layer: _Layer) -> Iterator[tuple[tarfile.TarFile, list[tarfile.TarInfo]]]:
-    """The archive and its members, every name checked by `safe_relpath` before any write."""
-    data = layer.tar_data()
-    data.seek(0)
-    try:
-        with tarfile.open(fileobj=data, mode="r:") as tar:
-            members: list[tarfile.TarInfo] = []
-            for info in tar:
-                if len(members) >= MAX_MEMBERS:
-                    raise FetchError(f"{layer.what} holds more than {MAX_MEMBERS} entries")
-                safe_relpath(info.name)
-                members.append(info)
-            yield tar, members
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise FetchError(f"corrupt layer archive: {err}") from err
-
-
-def _is_tarball(layer: dict[str, Any], title: str, blob: _Layer) -> bool:
-    notes = layer.get("annotations") or {}
-    if str(notes.get(UNPACK, "")).lower() == "true" or title.endswith((".tar.gz", ".tgz")):
-        return True
-    # oras-py marks a pushed directory only by the media type; its tarball holds `<title>/...`.
-    blob.raw.seek(0)
-    if not str(layer.get("mediaType", "")).endswith("tar+gzip") or \
-            blob.raw.read(2) != b"\x1f\x8b":
-        return False
-    try:
-        with _open_tar(blob) as (_, members):
-            return bool(members) and all(
-                safe_relpath(m.name).parts[0] == title for m in members)
-    except FetchError:
-        return False
-
-
-def _write(root: Path, rel: PurePosixPath, data: IO[bytes], budget: Budget) -> None:
-    target = root.joinpath(*rel.parts)
-    for parent in list(target.parents)[: len(rel.parts) - 1]:
-        if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
-            raise FetchError(f"refusing to write {rel} through {parent.relative_to(root)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.is_dir():
-        raise FetchError(f"refusing to overwrite {rel} with a file")
-    with target.open("wb") as out:
-        for piece in iter(lambda: data.read(1 << 20), b""):
-            budget.take(len(piece))
-            out.write(piece)
-
-
-def _remove(target: Path) -> None:
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    elif target.exists() or target.is_symlink():
-        target.unlink()
-
-
-def _extract(blob: _Layer, root: Path, *, image_layer: bool, budget: Budget) -> None:
-    """Applies a tar layer: image layers keep `data/**` (minus whiteouts); directory tarballs
-    keep everything, minus one shared top-level directory (`oras push ref dir/` adds it).
-    Links, devices and fifos are skipped: an adapter is plain files, and links are how
-    archives escape their directory."""
-    with _open_tar(blob) as (tar, members):
-        entries = [(safe_relpath(info.name), info) for info in members]
-        if image_layer:
-            entries = [(PurePosixPath(*p.parts[1:]), i) for p, i in entries
-                       if p.parts[0] == "data" and len(p.parts) > 1]
-        elif len({p.parts[0] for p, _ in entries}) == 1 and any(len(p.parts) > 1
-                                                                for p, _ in entries):
-            entries = [(PurePosixPath(*p.parts[1:]), i) for p, i in entries if len(p.parts) > 1]
-        for rel, info in entries:
-            folder = root.joinpath(*rel.parent.parts)
-            if image_layer and rel.name == ".wh..wh..opq":
-                for child in list(folder.iterdir()) if folder.is_dir() else []:
-                    _remove(child)
-            elif image_layer and rel.name.startswith(".wh."):
-                if rel.name[4:] not in ("", ".", ".."):
-                    _remove(folder / rel.name[4:])
-            elif info.isdir():
-                root.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
-            elif info.isfile() and (data := tar.extractfile(info)) is not None:
-                _write(root, rel, data, budget)
 
 
 def _layers(manifest: dict[str, Any], limits: TransferLimits) -> list[dict[str, Any]]:
@@ -230,7 +86,7 @@ def fetch(image: str, output: Path, auths: Mapping[str, Credentials], *,
     """Pulls ``image`` into ``output`` (replaced atomically); returns (digest, file names)."""
     with _as_fetch_error():
         ref = parse_reference(image)
-        bounds = _Bounds(limits, Deadline(limits.deadline_s, f"pulling {image}"),
+        bounds = Bounds(limits, Deadline(limits.deadline_s, f"pulling {image}"),
                          Budget(limits.max_total_bytes, "the adapter's blobs"),
                          Budget(limits.max_total_bytes, "the adapter's decompressed layers"),
                          Budget(limits.max_total_bytes, "the adapter's unpacked files"))
@@ -245,7 +101,7 @@ def fetch(image: str, output: Path, auths: Mapping[str, Credentials], *,
 
 
 def _pull(client: RegistryClient, reference: str, output: Path,
-          bounds: _Bounds) -> tuple[str, list[str]]:
+          bounds: Bounds) -> tuple[str, list[str]]:
     """Applies the layers of `reference` in a staging directory next to ``output``, checks
     that an adapter came out, then renames the stage to ``output``."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -256,13 +112,13 @@ def _pull(client: RegistryClient, reference: str, output: Path,
             title = str((layer.get("annotations") or {}).get(TITLE, ""))
             with tempfile.TemporaryFile() as raw:
                 client.blob(layer, raw, bounds.blobs)
-                blob = _Layer(raw, bounds, f"layer {layer.get('digest')}")
+                blob = Layer(raw, bounds, f"layer {layer.get('digest')}")
                 try:
-                    if title and not _is_tarball(layer, title, blob):
+                    if title and not is_tarball(layer, title, blob):
                         raw.seek(0)
-                        _write(stage, safe_relpath(title), raw, bounds.unpacked)
+                        write_file(stage, safe_relpath(title), raw, bounds.unpacked)
                     else:
-                        _extract(blob, stage, image_layer=not title, budget=bounds.unpacked)
+                        extract(blob, stage, image_layer=not title, budget=bounds.unpacked)
                 finally:
                     blob.close()
         if not (stage / "adapter_config.json").is_file():
