@@ -218,13 +218,17 @@ async def write_status(
         return
     await deps.client.patch(WORKSPACES, meta["name"], {"status": status}, meta["namespace"],
                             status=True)
+    shown = {c.get("type") for c in previous}
     for cond in st.transitions(previous, rendered):
+        failing = cond["reason"] in FAILURE_REASONS
+        if cond["type"] not in shown and cond["status"] == "False" and not failing:
+            continue  # a condition's first, in-progress state is not a change: no Event
         if cond["type"] == st.WORKSPACE_READY and cond["status"] == "False" and any(
             c["type"] != st.WORKSPACE_READY and c["status"] == "False"
             and c["reason"] == cond["reason"] for c in rendered
         ):
             continue  # the failing condition's own Event says it already
-        kind = "Warning" if cond["reason"] in FAILURE_REASONS else "Normal"
+        kind = "Warning" if failing else "Normal"
         await deps.client.event(body, kind, cond["reason"],
                                 f"{cond['type']}={cond['status']}: {cond['message']}", deps.now())
 
