@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import kaito_operator.cli.main as cli_main
 from kaito_operator.cli.main import main
 from kaito_operator.validation import validate_workspace
 from tests.factories import inference_workspace, with_changes
@@ -178,3 +179,29 @@ def test_printer_columns_render_like_kubectl():
                                 "False", "10m"]
     wide = columns_table(workspace_crd(), [ws], wide=True, now=now).splitlines()
     assert "JOBSTARTED" in wide[0].split()
+
+
+def test_sandbox_commands_come_from_the_entry_point_group():
+    names = {entry.name for entry in cli_main.entry_points(group=cli_main.PLUGIN_GROUP)}
+    assert "sandbox" in names
+    parser = cli_main.build_parser()
+    args = parser.parse_args(["sandbox", "status"])
+    assert args.run.__module__ == "kaito_sandbox.cli"
+
+
+class _Unimportable:
+    name = "sandbox"
+
+    def load(self):
+        raise ModuleNotFoundError("No module named 'kmock'", name="kmock")
+
+
+def test_a_plugin_that_cannot_be_imported_says_what_to_install(capsys, monkeypatch):
+    monkeypatch.setattr(cli_main, "entry_points", lambda group: [_Unimportable()])
+    code, out, err = run(capsys, "sandbox", "up", "--timeout", "5")
+    assert code == 2
+    assert "kaito sandbox: not installed (kmock)" in err
+    assert "pip install 'kaito-py[sandbox]'" in err
+    # the product's own commands still work
+    code, out, _ = run(capsys, "skus", "--cloud", "aws")
+    assert code == 0 and out
