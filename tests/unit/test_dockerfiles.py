@@ -360,6 +360,8 @@ def test_operator_wheel_carries_no_sandbox_server_or_trainer(operator_wheel: Pat
     assert tops == {"kaito_operator", "kaito_egress", "kaito_presets"}, tops
     assert not [n for n in names if n.startswith(tuple(p + "/" for p in NOT_IN_OPERATOR_IMAGE))]
     assert "kaito_presets/models.yaml" in names
+    # PEP 561: code type-checked against the operators sees their annotations.
+    assert {"kaito_operator/py.typed", "kaito_egress/py.typed"} <= set(names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     scripts = zipfile.ZipFile(operator_wheel).read(entry_points).decode()
     assert "kaito-operator = kaito_operator.workspace.operator:main" in scripts
