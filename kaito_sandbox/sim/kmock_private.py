@@ -108,8 +108,10 @@ class KmockFrontEnd(kmock.KubernetesEmulator):
     _request_counter: int = attrs.field(default=0, init=False)
 
     def served_types(self) -> Iterable[ResourceType]:
-        """The resource types to show in discovery (the subclass serves their objects)."""
-        raise NotImplementedError
+        """The resource types to show in discovery. The override point of this front end:
+        `FaithfulKubernetesEmulator` (emulator.py) serves the objects and says which types;
+        the front end has none of its own, so calling it here is a programming error."""
+        raise NotImplementedError(f"{type(self).__name__} must override served_types()")
 
     # --- request entry, parsing and the request log ---------------------------------------------
 
