@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast contracts lint typecheck demo crds images locks clean
+.PHONY: help venv test test-fast contracts lint typecheck demo bench crds images locks clean
 
 help:
 	@echo "make test   set up .venv and run the test suite"
@@ -16,6 +16,7 @@ help:
 	@echo "make contracts  check the layer contracts ([tool.importlinter] in pyproject.toml)"
 	@echo "make typecheck  mypy --strict on the product packages ([tool.mypy] in pyproject.toml)"
 	@echo "make demo   set up .venv and run the product's main flow locally"
+	@echo "make bench  our inference server side by side with transformers serve (BENCH_ARGS=...)"
 	@echo "make crds   regenerate crds/ (and the charts' copies) from the API models"
 	@echo "make images build the operator, inference, tuning and preset images (Docker)"
 	@echo "make locks  regenerate the hash-pinned lock files of the images (needs uv, PyPI)"
@@ -58,6 +59,12 @@ contracts: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m kaito_sandbox.demo
+
+# benchmarks/inference_throughput.py --help lists BENCH_ARGS; the `bench` extra adds the peer.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/inference_throughput.py $(BENCH_ARGS)
 
 crds: $(STAMP)
 	$(PY) -m kaito_operator.api.crd --write crds/

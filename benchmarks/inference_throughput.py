@@ -1,16 +1,20 @@
-"""Throughput of the inference server against plain ``model.generate``, in one process.
+"""Throughput of our inference server side by side with ``transformers serve --continuous-batching``.
 
-    python benchmarks/inference_throughput.py                       # tiny model, CPU
-    python benchmarks/inference_throughput.py --shape small         # a somewhat bigger random model
+    python benchmarks/inference_throughput.py                        # small model, both servers
+    python benchmarks/inference_throughput.py --servers ours --rounds 1 --concurrency 1
     python benchmarks/inference_throughput.py --shape phi3-mini --device cuda   # GPU, bf16
+    python benchmarks/inference_throughput.py --in-process           # server vs model.generate
 
-Measures (a) ``model.generate`` one request at a time, (b) the server (the real FastAPI app,
-scheduler and routers, driven in-process through httpx's ASGI transport, no sockets) at
-concurrency 1 and (c) at concurrency 16. Every request generates exactly ``--max-tokens`` tokens
-(greedy, EOS ignored) so the three numbers count the same work. Prints tokens/s and the ratios
-b/a (server overhead; goal >= 0.9) and c/b (batching gain; goal >= 4 on CPU). On a GPU it also
-prints the memory-bandwidth bound: every decode step must read all weights once, so one sequence
-cannot exceed ``bandwidth / weight bytes`` tokens/s.
+Saves a random model of the chosen shape (the tiny model's tokenizer) to a temporary folder,
+starts both servers on it as processes on loopback ports, warms each up, then drives them in
+turn (ours, peer, ours, peer ...) for ``--rounds`` rounds at each concurrency: streaming OpenAI
+completions, greedy, exactly ``--max-tokens`` tokens each (ours: ``ignore_eos``; the peer: a
+generation config with EOS disabled; both counts checked from ``usage``). Prints per round and
+the median: tokens/s of both and their ratio, time to first token p50/p95, the CPU cores each
+server used (CPU time of its process tree / wall time) and each server's peak RSS. The peer's KV
+cache is bounded (``--peer-num-blocks``) so it does not take most of the machine's memory; on a
+GPU the memory-bandwidth bound is printed next to both. Run heavy invocations under
+``flock /tmp/h13/bench.lock`` when sharing the machine.
 """
 
 from __future__ import annotations
@@ -18,169 +22,200 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": {},
-    "small": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
-              "num_attention_heads": 8, "num_key_value_heads": 8},
-    "phi3-mini": {"hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
-                  "num_attention_heads": 32, "num_key_value_heads": 32,
-                  "max_position_embeddings": 4096, "vocab_size": 32064},
-}
-#: Peak HBM bandwidth in bytes/s, by a substring of ``torch.cuda.get_device_name()``.
-GPU_BANDWIDTH = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12,
-                 "A100": 1.56e12, "L40S": 0.864e12, "A10": 0.6e12, "T4": 0.32e12}
-PROMPTS = ["Hello there", "The quick brown fox", "Kubernetes deploys", "def main():",
-           "LoRA adapters change", "Once upon a time", "0123456789", "A workspace names"]
+from bench_models import PROMPTS, SHAPES, bandwidth_bound, save_model  # noqa: E402
+from http_load import LoadResult, run_load  # noqa: E402
+from serving_peer import (  # noqa: E402
+    PEER_BLOCK_TOKENS,
+    ServerProcess,
+    free_port,
+    ours_command,
+    peer_command,
+    peer_num_blocks,
+    request_body,
+)
 
-
-def build_engine(shape: str, device: str, dtype: str, workdir: Path) -> Any:
-    """The tiny tokenizer plus a random model of the requested shape, as a server engine."""
-    import torch
-    from transformers import AutoTokenizer, Phi3Config, Phi3ForCausalLM
-
-    from inference_server.engine import EngineInfo, TransformersEngine
-    from inference_server.tiny_model import create_tiny_model
-
-    model_dir = create_tiny_model(workdir / "tiny", seed=0)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    overrides = dict(SHAPES[shape])
-    if overrides:
-        config = Phi3Config.from_pretrained(str(model_dir))
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        torch.manual_seed(0)
-        torch.set_default_dtype(getattr(torch, dtype))
-        with torch.device(device):
-            model = Phi3ForCausalLM(config)
-        torch.set_default_dtype(torch.float32)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-        model = model.to(device)
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    info = EngineInfo(model_name=f"random-{shape}", model_path=str(model_dir),
-                      context_length=int(model.config.max_position_embeddings))
-    return TransformersEngine(model, tokenizer, info)
+NAMES = {"ours": "ours", "peer": "transformers serve"}
 
 
-def bench_generate(engine: Any, n: int, max_tokens: int) -> float:
-    import torch
-
-    tok, model = engine.tokenizer, engine.model
-    total, start = 0, time.perf_counter()
-    for i in range(n):
-        ids = tok(PROMPTS[i % len(PROMPTS)], return_tensors="pt").input_ids.to(model.device)
-        with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=max_tokens, min_new_tokens=max_tokens,
-                                 pad_token_id=tok.pad_token_id)
-        total += out.shape[1] - ids.shape[1]
-    _sync()
-    return total / (time.perf_counter() - start)
-
-
-async def bench_server(engine: Any, n: int, max_tokens: int, concurrency: int) -> float:
-    import httpx
-
-    from inference_server.app import create_app
-    from inference_server.settings import ServerSettings
-
-    settings = ServerSettings(model_dir=Path(engine.info.model_path), adapters_dir=Path("/none"),
-                              max_batch_size=max(16, concurrency), queue_size=4 * n,
-                              max_new_tokens_cap=max_tokens)
-    app = create_app(settings, engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://b", timeout=600) as c:
-            queue: asyncio.Queue[int] = asyncio.Queue()
-            for i in range(n):
-                queue.put_nowait(i)
-            counted = 0
-
-            async def worker() -> None:
-                nonlocal counted
-                while not queue.empty():
-                    i = queue.get_nowait()
-                    r = await c.post("/v1/completions", json={
-                        "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens,
-                        "temperature": 0, "ignore_eos": True})
-                    r.raise_for_status()
-                    counted += r.json()["usage"]["completion_tokens"]
-
-            start = time.perf_counter()
-            await asyncio.gather(*[worker() for _ in range(concurrency)])
-            _sync()
-            return counted / (time.perf_counter() - start)
+def start_servers(args: argparse.Namespace, model_dir: Path, dtype: str,
+                  logs: Path) -> list[ServerProcess]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    servers = []
+    for name in args.servers:
+        port = free_port()
+        if name == "ours":
+            argv = ours_command(model_dir, port, dtype, max(16, max(args.concurrency)),
+                                args.max_tokens)
+            model = model_dir.name
+        else:
+            blocks = None if args.peer_unbounded else (
+                args.peer_num_blocks or peer_num_blocks(max(args.concurrency), args.max_tokens))
+            argv = peer_command(model_dir, port, args.device, dtype, blocks)
+            model = str(model_dir)
+            print("peer KV cache: " + ("unbounded (sized from free memory)" if blocks is None else
+                  f"--cb-num-blocks {blocks} ({blocks * PEER_BLOCK_TOKENS} tokens)"))
+        server = ServerProcess(name, argv, port, model, logs / f"{name}.log")
+        server.start(env)
+        servers.append(server)
+    for server in servers:
+        server.wait_ready(args.start_timeout)
+    return servers
 
 
-def _sync() -> None:
-    import torch
+def measure(server: ServerProcess, others: list[ServerProcess], args: argparse.Namespace,
+            concurrency: int, requests: int, max_tokens: int) -> tuple[LoadResult, float, float]:
+    """One load run; returns it, the cores the server used and the most any idle other used."""
+    def body(i: int) -> dict[str, Any]:
+        return request_body(server.name, server.model, PROMPTS[i % len(PROMPTS)], max_tokens)
 
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    cpu0, idle0 = server.cpu_seconds(), [o.cpu_seconds() for o in others]
+    result = asyncio.run(run_load(server.url, body, requests, concurrency, args.request_timeout))
+    cores = (server.cpu_seconds() - cpu0) / result.wall_s
+    idle = max([(o.cpu_seconds() - c) / result.wall_s for o, c in zip(others, idle0, strict=True)], default=0.0)
+    return result, cores, idle
 
 
-def bandwidth_bound(engine: Any) -> tuple[str, float] | None:
-    import torch
+def report_row(name: str, r: LoadResult, cores: float, idle: float) -> str:
+    warn = f" (other server idle used {idle:.2f} cores)" if idle > 0.1 else ""
+    short = f" SHORT: {len(r.short)} requests got {sorted(set(r.short))} tokens" if r.short else ""
+    return (f"{name:>18s}: {r.tokens_per_s:8.1f} tok/s  TTFT p50 {1e3 * r.ttft_quantile(0.5):6.1f}"
+            f" ms  p95 {1e3 * r.ttft_quantile(0.95):6.1f} ms  {cores:4.2f} cores{short}{warn}")
 
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    bw = next((v for k, v in GPU_BANDWIDTH.items() if k in name), None)
-    if bw is None:
-        return None
-    weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.parameters())
-    return name, bw / weight_bytes
+
+def run_side_by_side(args: argparse.Namespace, model_dir: Path, dtype: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        servers = start_servers(args, model_dir, dtype, Path(logs))
+        try:
+            warm_up(args, servers)
+            medians = drive(args, servers)
+            print_table(args, servers, medians, model_dir)
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def warm_up(args: argparse.Namespace, servers: list[ServerProcess]) -> None:
+    """Every concurrency once per warm-up round, one full request per client: the peer is slow
+    on its first requests and on batch shapes it has not seen yet."""
+    for rnd in range(args.warmup_rounds):
+        for server in servers:
+            done = []
+            for c in args.concurrency:
+                r, _, _ = measure(server, [], args, c, max(2, c), args.max_tokens)
+                done.append(f"c={c}: {r.tokens_per_s:.0f}")
+            print(f"warm-up {rnd + 1} {NAMES[server.name]}: tok/s " + ", ".join(done))
+
+
+def drive(args: argparse.Namespace, servers: list[ServerProcess]) -> dict[tuple[str, int], Any]:
+    runs: dict[tuple[str, int], list[tuple[LoadResult, float]]] = {}
+    for rnd in range(1, args.rounds + 1):
+        for c in args.concurrency:
+            requests = max(8, args.requests_per_client * c)
+            print(f"round {rnd}, concurrency {c}, {requests} requests x {args.max_tokens} tokens")
+            for server in servers:
+                others = [s for s in servers if s is not server]
+                r, cores, idle = measure(server, others, args, c, requests, args.max_tokens)
+                runs.setdefault((server.name, c), []).append((r, cores))
+                print(report_row(NAMES[server.name], r, cores, idle))
+            if len(servers) == 2:
+                a, b = (runs[(s.name, c)][-1][0].tokens_per_s for s in servers)
+                print(f"{'ours / peer':>18s}: {a / b:8.2f}")
+    return {key: median_of(values) for key, values in runs.items()}
+
+
+def median_of(values: list[tuple[LoadResult, float]]) -> dict[str, float]:
+    return {"tps": statistics.median(r.tokens_per_s for r, _ in values),
+            "p50": statistics.median(r.ttft_quantile(0.5) for r, _ in values),
+            "p95": statistics.median(r.ttft_quantile(0.95) for r, _ in values),
+            "cores": statistics.median(c for _, c in values)}
+
+
+def print_table(args: argparse.Namespace, servers: list[ServerProcess],
+                medians: dict[tuple[str, int], dict[str, float]], model_dir: Path) -> None:
+    names = [s.name for s in servers]
+    both = len(names) == 2
+    print(f"\nmedian of {args.rounds} rounds")
+    print("| | " + " | ".join(NAMES[n] for n in names) + (" | ours / peer |" if both else " |"))
+    print("|---" * (len(names) + 1 + both) + "|")
+
+    def row(label: str, key: str, fmt: str, scale: float = 1.0) -> None:
+        for c in args.concurrency:
+            cells = [medians[(n, c)][key] * scale for n in names]
+            extra = f" | {cells[0] / cells[1]:.2f}" if both else ""
+            print(f"| {label}, c={c} | " + " | ".join(format(v, fmt) for v in cells) + extra + " |")
+
+    row("tokens/s", "tps", ".1f")
+    row("CPU cores", "cores", ".2f")
+    row("TTFT p50 ms", "p50", ".1f", 1e3)
+    row("TTFT p95 ms", "p95", ".1f", 1e3)
+    rss = [s.peak_rss / 2**20 for s in servers]
+    print("| peak RSS MiB | " + " | ".join(f"{v:.0f}" for v in rss)
+          + (f" | {rss[0] / rss[1]:.2f} |" if both else " |"))
+    bound = bandwidth_bound(model_dir)
+    if bound is not None:
+        name, per_seq = bound
+        print(f"{name}: memory-bandwidth bound {per_seq:.1f} tokens/s per sequence; at c=k at most "
+              f"~k x that while the weights dominate the bytes a step reads: "
+              + ", ".join(f"c={c}: {per_seq * c:.0f}" for c in args.concurrency))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="small")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on GPU")
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--requests", type=int, default=16, help="requests for (a) and (b)")
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--repeat", type=int, default=3, help="best of N runs (shared CPUs are noisy)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
+    p.add_argument("--requests-per-client", type=int, default=4,
+                   help="requests per concurrent client in a run (at least 8 requests a run)")
+    p.add_argument("--servers", nargs="+", choices=["ours", "peer"], default=["ours", "peer"])
+    p.add_argument("--peer-num-blocks", type=int, default=None,
+                   help="the peer's --cb-num-blocks (blocks of 256 tokens); default: enough for "
+                        "the highest concurrency")
+    p.add_argument("--peer-unbounded", action="store_true",
+                   help="let the peer size its KV cache from free memory (GiBs)")
+    p.add_argument("--warmup-rounds", type=int, default=1)
+    p.add_argument("--start-timeout", type=float, default=300.0)
+    p.add_argument("--request-timeout", type=float, default=600.0)
+    p.add_argument("--in-process", action="store_true",
+                   help="instead: our app in this process against model.generate")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` and kill stop the servers too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = build_engine(args.shape, args.device, dtype, Path(tmp))
-        params = sum(p.numel() for p in engine.model.parameters())
-        print(f"best of {args.repeat}; model: random {args.shape} ({params / 1e6:.1f}M params, {dtype}, {args.device}); "
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        model_dir = save_model(args.shape, dtype, Path(tmp))
+        print(f"model: random {args.shape} ({dtype}, {args.device}) in {model_dir}; "
               f"{args.max_tokens} tokens per request, greedy, EOS ignored")
-        bench_generate(engine, 2, 8)  # warm-up
-        asyncio.run(bench_server(engine, 2, 8, 2))
-        n_c = max(args.requests, 2 * args.concurrency)
-        a = b = c = 0.0
-        for _ in range(args.repeat):  # interleaved, so a load spike hurts all three alike
-            a = max(a, bench_generate(engine, args.requests, args.max_tokens))
-            b = max(b, asyncio.run(bench_server(engine, args.requests, args.max_tokens, 1)))
-            c = max(c, asyncio.run(bench_server(engine, n_c, args.max_tokens, args.concurrency)))
-        print(f"(a) model.generate, one at a time : {a:10.1f} tokens/s")
-        print(f"(b) server, concurrency 1         : {b:10.1f} tokens/s")
-        print(f"(c) server, concurrency {args.concurrency:<10d}: {c:10.1f} tokens/s")
-        print(f"b/a = {b / a:.2f} (goal >= 0.9)   c/b = {c / b:.2f} (goal >= 4)")
-        bound = bandwidth_bound(engine)
-        if bound is not None:
-            name, per_seq = bound
-            print(f"{name}: memory-bandwidth bound {per_seq:.1f} tokens/s per sequence "
-                  f"(concurrency 1: b = {100 * b / per_seq:.0f}% of it; "
-                  f"concurrency {args.concurrency} bound ~{per_seq * args.concurrency:.0f})")
+        if args.in_process:
+            from inprocess_throughput import run
+
+            run(model_dir, dtype, args.max_tokens, 16, max(args.concurrency), args.rounds)
+        else:
+            run_side_by_side(args, model_dir, dtype)
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the servers were stopped on the way out
+        print("interrupted; both servers stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,19 +1,24 @@
 """The scheduler: continuous batching of concurrent requests onto one model.
 
-How it works. Requests wait in a bounded queue (full → ``QueueFullError`` → 429). One asyncio
-task runs the loop; every iteration is one *step* executed in a worker thread so the event loop
-keeps serving HTTP while the model computes:
+How it works. Requests wait in a bounded queue (full → ``QueueFullError`` → 429); requests being
+prefilled still count against that bound. One asyncio task runs the loop; every iteration is one
+*step*, executed on a single dedicated model thread so the event loop keeps serving HTTP while
+the model computes (and torch keeps one intra-op thread team):
 
-1. rows whose request finished or whose client left are dropped from the KV batch;
+1. rows whose request finished or whose client left free their KV slots (``KVBatch.drop``: the
+   last rows move into the holes, so ``running`` is reordered the same way);
 2. the running rows get one decode step (their last sampled token goes in, logits come out);
-3. waiting requests are admitted into free slots: prefilled together (left-padded) and merged
-   into the running batch, so a new request never waits for the batch to drain;
+3. waiting requests are admitted into free slots: prefilled together (left-padded) and appended
+   to the slot cache, so a new request never waits for the batch to drain;
 4. a token is chosen per row with that row's own sampling parameters and RNG.
 
-Back on the event loop each token is detokenized per request, checked against EOS, the token
-limit and stop strings, and pushed to the request's event queue, which the router streams or
-collects. Requests the batch loop cannot express (beam search, typical-p, other generation keys of
-``/chat``) run alone through ``model.generate`` between steps, once the running rows are done.
+Steps are pipelined: step k+1 is handed to the model thread *before* step k's tokens are handed
+out, so detokenizing, checking EOS, the token limit and stop strings, and pushing to each
+request's event queue (which the router streams or collects) overlap the next forward. A row
+that ends by its token count leaves before that step; one that ends otherwise (EOS, a stop
+string) is decoded once more and that token is dropped. Requests the batch loop cannot express
+(beam search, typical-p, other generation keys of ``/chat``) run alone through
+``model.generate`` between steps, once the running rows are done.
 """
 
 from __future__ import annotations
@@ -27,14 +32,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from .detok import IncrementalText
 from .engine import Engine
 from .errors import InvalidRequestError, QueueFullError, ServerError
-from .kvbatch import KVBatch
 from .metrics import ServerMetrics
-from .sampling import RowSampler, SamplingParams, select_tokens
+from .sampling import RowSampler, SamplingParams, TokenLogprob
+from .stepper import BatchStepper
 
 __all__ = ["GenerationResult", "RequestHandle", "Scheduler", "StreamEvent"]
 
@@ -43,10 +46,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """A piece of text; ``finish_reason`` is set on the last event (stop, length, cancelled)."""
+    """A piece of text; ``finish_reason`` is set on the last event (stop, length, cancelled).
+
+    ``logprobs``: for requests that asked, one entry per token accepted since the previous event
+    (text held back, e.g. a possible stop string, delays them to the event that carries it).
+    """
 
     text: str
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(eq=False)
@@ -69,6 +78,9 @@ class RequestHandle:
     events: asyncio.Queue[StreamEvent | ServerError] = field(default_factory=asyncio.Queue)
     sampler: RowSampler | None = None
     completion_tokens: int = 0
+    completion_ids: list[int] = field(default_factory=list)
+    """The generated tokens that make up the text (the end-of-sequence token is not one)."""
+    unsent_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
     cancelled: bool = False
     _wake: asyncio.Event | None = None
@@ -94,10 +106,11 @@ class RequestHandle:
                 return
 
     async def result(self) -> GenerationResult:
-        parts = [event.text async for event in self.stream()]
+        events = [event async for event in self.stream()]
         return GenerationResult(
-            "".join(parts), len(self.prompt_ids), self.completion_tokens,
-            self.finish_reason or "stop",
+            "".join(event.text for event in events), len(self.prompt_ids),
+            self.completion_tokens, self.finish_reason or "stop",
+            tuple(lp for event in events for lp in event.logprobs),
         )
 
 
@@ -114,7 +127,9 @@ class Scheduler:
         self.context_length = engine.info.context_length
         self.waiting: deque[RequestHandle] = deque()
         self.running: list[RequestHandle] = []
-        self._batch: KVBatch | None = None
+        self._stepper = BatchStepper(engine)
+        self._pending: list[tuple[RequestHandle, int]] = []
+        """The last step's tokens, handed to their requests while the next step computes."""
         self._admitting: list[RequestHandle] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -129,10 +144,11 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for handle in [*self.running, *self.waiting]:
+        for handle in [*self.running, *self._admitting, *self.waiting]:
             self._finish(handle, "cancelled")
-        self.running, self._batch = [], None
+        self.running, self._admitting = [], []
         self.waiting.clear()
+        self._stepper.close()
 
     # ---------------------------------------------------------------- submit
 
@@ -141,16 +157,17 @@ class Scheduler:
         exclusive: dict[str, Any] | None = None,
     ) -> RequestHandle:
         """Queue a request or raise ``QueueFullError`` (the caller answers 429)."""
-        free_slots = max(0, self.max_batch_size - len(self.running))
+        busy = len(self.running) + len(self._admitting)  # rows being prefilled hold slots too
+        free_slots = max(0, self.max_batch_size - busy)
         if len(self.waiting) >= self.queue_size + free_slots:
             raise QueueFullError(
-                f"server busy: {len(self.waiting)} requests waiting, {len(self.running)} running; "
-                "retry later"
+                f"server busy: {len(self.waiting)} requests waiting, {busy} running; retry later"
             )
         decode = lambda ids: self.engine.decode(  # noqa: E731
             ids, skip_special_tokens=params.skip_special_tokens, clean_up=params.clean_up
         )
-        handle = RequestHandle(prompt_ids, params, exclusive, IncrementalText(decode, params.stop))
+        text = IncrementalText(decode, params.stop, clean_up=params.clean_up)
+        handle = RequestHandle(prompt_ids, params, exclusive, text)
         handle._wake = self._wake
         self.waiting.append(handle)
         self.metrics.queue_depth.set(len(self.waiting))
@@ -175,7 +192,8 @@ class Scheduler:
                     if not handle.done:
                         handle.events.put_nowait(error)
                         handle.finish_reason = "error"
-                self.running, self._admitting, self._batch = [], [], None
+                self.running, self._admitting, self._pending = [], [], []
+                self._stepper.reset()
             self.metrics.queue_depth.set(len(self.waiting))
             self.metrics.running.set(len(self.running))
 
@@ -189,72 +207,87 @@ class Scheduler:
         return handle.exclusive is not None or not self.engine.supports_batching
 
     async def _iteration(self) -> None:
+        last = {h for h, _ in self._pending if self._reaches_length(h)}
+        gone = [i for i, h in enumerate(self.running) if h.done or h.cancelled or h in last]
+        for i in gone:
+            if self.running[i].cancelled:
+                self._finish(self.running[i], "cancelled")
+        staying = len(self.running) - len(gone)
+        admitted: list[RequestHandle] = []
         if self.waiting and self._needs_exclusive(self.waiting[0]):
-            if not self.running:
+            if not staying:
+                self._release(gone)
+                self._deliver()
                 await self._run_exclusive(self.waiting.popleft())
                 return
-            admitted: list[RequestHandle] = []  # let the batch drain first
+            # otherwise admit nobody: the batch drains before the exclusive request runs
         else:
-            admitted = []
-            while self.waiting and len(self.running) + len(admitted) < self.max_batch_size:
+            while self.waiting and staying + len(admitted) < self.max_batch_size:
                 if self._needs_exclusive(self.waiting[0]):
                     break
                 admitted.append(self.waiting.popleft())
-        keep = [i for i, h in enumerate(self.running) if not h.done and not h.cancelled]
-        for handle in self.running:
-            if handle.cancelled:
-                self._finish(handle, "cancelled")
-        previous = self.running
-        self.running = [previous[i] for i in keep]
+        if not staying and not admitted:
+            self._release(gone)
+            self._deliver()
+            return
         for handle in admitted:
             handle.sampler = RowSampler(handle.params, list(handle.prompt_ids))
             self.metrics.prompt_tokens.inc(len(handle.prompt_ids))
-        if not self.running and not admitted:
-            self._batch = None
-            return
         self._admitting = admitted
-        tokens = await asyncio.to_thread(self._compute, keep, len(previous), admitted)
+        step = self._stepper.step(
+            [_sampler(h) for h in self.running], gone, [h.prompt_ids for h in admitted],
+            [_sampler(h) for h in admitted],
+        )
+        self._deliver()  # the previous step's tokens, while this step computes
+        order, tokens = await step
         self._admitting = []
-        self.running.extend(admitted)
+        self.running = [self.running[i] for i in order] + admitted
+        self._pending = list(zip(self.running, tokens, strict=True))
         self.metrics.batch_size.observe(len(self.running))
-        for handle, token in zip(self.running, tokens, strict=True):
-            self._accept(handle, token)
 
-    @torch.inference_mode()
-    def _compute(
-        self, keep: list[int], previous_rows: int, admitted: list[RequestHandle]
-    ) -> list[int]:
-        """One step in the worker thread: decode running rows, prefill admitted ones, sample."""
-        eos = self.engine.eos_token_ids
-        tokens: list[int] = []
-        batch = self._batch
-        if batch is not None and keep:
-            if len(keep) != previous_rows:
-                batch = batch.select(keep)
-            last = torch.tensor([h.text.ids[-1] for h in self.running], dtype=torch.long)
-            batch, logits = self.engine.decode_step(batch, last)
-            tokens = select_tokens(logits, [_sampler(h) for h in self.running], eos)
-        else:
-            batch = None
-        if admitted:
-            new_batch, logits = self.engine.prefill([h.prompt_ids for h in admitted])
-            tokens += select_tokens(logits, [_sampler(h) for h in admitted], eos)
-            batch = new_batch if batch is None else batch.merge(new_batch)
-        self._batch = batch
-        return tokens
+    def _reaches_length(self, handle: RequestHandle) -> bool:
+        """Whether the token not yet handed to ``handle`` is its last by count (no step needed)."""
+        produced = handle.completion_tokens + 1
+        return (
+            produced >= handle.params.max_new_tokens
+            or len(handle.prompt_ids) + produced >= self.context_length
+        )
+
+    def _deliver(self) -> None:
+        """Hand the last step's tokens to their requests (detokenize, check stops, emit).
+
+        This runs while the model computes the next step, so a row that finishes here (EOS, a
+        stop string) is decoded once more before its slot is freed; that token is discarded.
+        Rows that end by their token count are known in advance and left out of that step.
+        """
+        pending, self._pending = self._pending, []
+        for handle, token in pending:
+            if not handle.done and not handle.cancelled:
+                self._accept(handle, token)
+
+    def _release(self, gone: list[int]) -> None:
+        """Forget the rows ``gone`` when no step follows (an idle or exclusive scheduler)."""
+        if gone:
+            dropped = set(gone)
+            self.running = [h for i, h in enumerate(self.running) if i not in dropped]
+            self._stepper.reset()
 
     def _accept(self, handle: RequestHandle, token: int) -> None:
         """Record one generated token for ``handle`` and decide whether it is finished."""
         sampler = _sampler(handle)
-        sampler.generated += 1
-        sampler.history.append(token)
         handle.completion_tokens += 1
         self.metrics.generation_tokens.inc()
         if handle.completion_tokens == 1:
             self.metrics.ttft.observe(time.perf_counter() - handle.submitted)
-        if token in self.engine.eos_token_ids and not handle.params.ignore_eos:
+        logprob = sampler.pending_logprobs.popleft() if sampler.pending_logprobs else None
+        if token in self.engine.eos_token_ids and (
+            not handle.params.ignore_eos or handle.params.constraint is not None
+        ):  # a constrained row's grammar decides its end: EOS comes only when it is complete
             self._finish(handle, "stop")
             return
+        handle.completion_ids.append(token)
+        if logprob is not None:
+            handle.unsent_logprobs.append(logprob)
         delta = handle.text.push(token)
         if handle.text.stopped:
             self._emit(handle, delta)
@@ -274,7 +307,7 @@ class Scheduler:
         self.metrics.running.set(1)
         options = dict(handle.exclusive or _generate_options(handle.params))
         try:
-            ids = await asyncio.to_thread(self.engine.generate, handle.prompt_ids, options)
+            ids = await self._stepper.submit(self.engine.generate, handle.prompt_ids, options)
         except (ValueError, TypeError) as exc:  # pass-through generate_kwargs it rejected
             handle.events.put_nowait(InvalidRequestError(f"generate() rejected the options: {exc}"))
             handle.finish_reason = "error"
@@ -294,7 +327,7 @@ class Scheduler:
 
     def _emit(self, handle: RequestHandle, text: str) -> None:
         if text and not handle.done:
-            handle.events.put_nowait(StreamEvent(text))
+            handle.events.put_nowait(StreamEvent(text, logprobs=_take_logprobs(handle)))
 
     def _finish(self, handle: RequestHandle, reason: str) -> None:
         if handle.done:
@@ -303,7 +336,7 @@ class Scheduler:
             self.metrics.cancelled.inc()
         rest = "" if reason == "cancelled" else handle.text.finish()
         handle.finish_reason = reason
-        handle.events.put_nowait(StreamEvent(rest, reason))
+        handle.events.put_nowait(StreamEvent(rest, reason, _take_logprobs(handle)))
 
 
 def _generate_options(params: SamplingParams) -> dict[str, Any]:
@@ -319,6 +352,13 @@ def _generate_options(params: SamplingParams) -> dict[str, Any]:
         options |= {"temperature": params.temperature, "top_k": params.top_k,
                     "top_p": params.top_p}
     return options
+
+
+def _take_logprobs(handle: RequestHandle) -> tuple[TokenLogprob, ...]:
+    """The logprobs accepted since the last event, for the event about to be sent."""
+    taken = tuple(handle.unsent_logprobs)
+    handle.unsent_logprobs.clear()
+    return taken
 
 
 def _sampler(handle: RequestHandle) -> RowSampler:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,11 @@ import torch
 
 from . import kvbatch
 from .adapters import ActiveAdapter, apply_adapters
+from .constrained import Constraint, ConstraintCompiler, ConstraintSpec
 from .errors import InvalidRequestError, StartupError
+from .fastdecode import LeanDecoder
 from .settings import ServerSettings
+from .token_text import TokenText
 
 __all__ = ["Engine", "EngineInfo", "TransformersEngine", "resolve_model_path"]
 
@@ -50,17 +54,30 @@ class Engine(Protocol):
 
     def encode_prompt(self, text: str) -> list[int]: ...
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> list[int]: ...
+
+    def chat_template_source(self, *, tools: bool = False) -> str | None: ...
+
+    def token_strings(self, ids: list[int]) -> list[str]: ...
+
+    def token_bytes(self, ids: list[int]) -> list[bytes]: ...
+
+    def special_tokens(self) -> frozenset[str]: ...
+
+    def compile_constraint(self, spec: ConstraintSpec) -> Constraint: ...
 
     def decode(
         self, ids: list[int], *, skip_special_tokens: bool = True, clean_up: bool = False
     ) -> str: ...
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[kvbatch.KVBatch, torch.Tensor]: ...
+    def new_batch(self) -> kvbatch.KVBatch: ...
 
-    def decode_step(
-        self, batch: kvbatch.KVBatch, tokens: torch.Tensor
-    ) -> tuple[kvbatch.KVBatch, torch.Tensor]: ...
+    def prefill(self, batch: kvbatch.KVBatch, prompts: list[list[int]]) -> torch.Tensor: ...
+
+    def decode_step(self, batch: kvbatch.KVBatch, tokens: torch.Tensor) -> torch.Tensor: ...
 
     def generate(self, prompt_ids: list[int], options: dict[str, Any]) -> list[int]: ...
 
@@ -105,6 +122,20 @@ def _read_template(value: str) -> str:
     return value
 
 
+def _leave_a_core_to_the_event_loop() -> None:
+    """Intra-op threads: one per core but one, unless ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` say.
+
+    The model thread's matrix products would use every core, and the event loop (HTTP, SSE,
+    detokenization, overlapping the next step) would then preempt one of their threads, so every
+    parallel region waits for it: on 2 cores, 1 thread served 1016-1055 tok/s at concurrency 16
+    where 2 threads served 761-896 (the small benchmark shape, a busy machine).
+    """
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 1) - 1))
+
+
 class TransformersEngine:
     """A causal LM with its tokenizer and (merged) LoRA adapters."""
 
@@ -124,12 +155,21 @@ class TransformersEngine:
         self.eos_token_ids = frozenset(eos)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else min(eos, default=0))
+        self._sliding_window: int | None = None
+        self._lean: LeanDecoder | None = None
         self.supports_batching = self._cache_is_plain()
+        if self.supports_batching:
+            self._lean = self._checked_lean_decoder()
+        self._token_text_cache: TokenText | None = None
+        self._constraints = ConstraintCompiler(
+            tokenizer, self.info.vocab_size or len(tokenizer), self.eos_token_ids
+        )
 
     @classmethod
     def load(cls, settings: ServerSettings) -> TransformersEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _leave_a_core_to_the_event_loop()
         path = resolve_model_path(settings)
         started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(
@@ -168,16 +208,40 @@ class TransformersEngine:
         return cls(model, tokenizer, info)
 
     def _cache_is_plain(self) -> bool:
-        """Continuous batching needs full-attention ``DynamicLayer`` caches; probe once."""
-        try:
-            batch, _ = kvbatch.prefill(self.model, [[self.pad_id]], self.pad_id)
-        except Exception:  # pragma: no cover - exotic architectures
-            log.warning("Batched decoding probe failed; serving one request at a time")
+        """Continuous batching needs full attention (one window for all layers at most): probe.
+
+        The probe prefills one token into a ``DynamicCache`` (its layers must all be plain
+        ``DynamicLayer``s) and decodes one step through the slot cache, so an architecture that
+        cannot take it is served one request at a time instead of failing later.
+        """
+        config = self.model.config
+        kinds = set(getattr(config, "layer_types", None) or ())
+        if kinds - {"full_attention", "sliding_attention"} or len(kinds) > 1:
+            log.warning("Model mixes attention kinds %s; serving one at a time", sorted(kinds))
             return False
-        plain = all(type(layer).__name__ == "DynamicLayer" for layer in batch.cache.layers)
+        window = getattr(config, "sliding_window", None)
+        if kinds == {"full_attention"} or getattr(config, "use_sliding_window", True) is False:
+            window = None
+        self._sliding_window = int(window) if window else None
+        try:
+            cache, _ = kvbatch.prefill_cache(self.model, [[self.pad_id]], self.pad_id)
+            plain = all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+            if plain:
+                batch = self.new_batch()
+                batch.add(cache, [1])
+                kvbatch.decode_step(self.model, batch, torch.tensor([self.pad_id]))
+        except Exception:  # pragma: no cover - exotic architectures
+            log.warning("Batched decoding probe failed; serving one request at a time",
+                        exc_info=True)
+            return False
         if not plain:
             log.warning("Model cache is not a plain dynamic cache; serving one at a time")
         return plain
+
+    def _checked_lean_decoder(self) -> LeanDecoder | None:
+        """The lean decode step, if it gives the transformers forward's logits on a probe."""
+        return LeanDecoder.verified(self.model, self.new_batch, self.pad_id,
+                                    self.info.vocab_size or self.pad_id + 1)
 
     # ------------------------------------------------------------------ text
 
@@ -195,7 +259,11 @@ class TransformersEngine:
             ) from None
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """The rendered chat template's ids; ``tools`` (OpenAI's definitions) go to the template."""
         if not self.tokenizer.chat_template:
             raise InvalidRequestError(
                 "the model has no chat template; start the server with --chat-template",
@@ -203,7 +271,8 @@ class TransformersEngine:
             )
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
+                messages, tools=tools, add_generation_prompt=True, tokenize=False,
+                **(template_kwargs or {}),
             )
         except Exception as exc:  # jinja2 errors and raise_exception() in templates
             raise InvalidRequestError(f"chat template rejected the messages: {exc}",
@@ -213,21 +282,57 @@ class TransformersEngine:
     def decode(
         self, ids: list[int], *, skip_special_tokens: bool = True, clean_up: bool = False
     ) -> str:
+        """The text of ``ids``. Fast tokenizers without clean-up decode in Rust directly: the
+        same text as ``tokenizer.decode``, without its per-id Python conversion (3x cheaper)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and not clean_up:
+            return str(backend.decode(ids, skip_special_tokens=skip_special_tokens))
         return str(
             self.tokenizer.decode(
                 ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up
             )
         )
 
+    def chat_template_source(self, *, tools: bool = False) -> str | None:
+        """The Jinja source ``encode_chat`` renders (its ``tool_use`` variant when ``tools``)."""
+        template = self.tokenizer.chat_template
+        if isinstance(template, dict):
+            chosen = template.get("tool_use") if tools else None
+            return str(chosen or template.get("default") or "") or None
+        return str(template) if template else None
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token's text on its own (for logprobs); see ``token_text``."""
+        return self._token_text().token_strings(ids)
+
+    def token_bytes(self, ids: list[int]) -> list[bytes]:
+        """Each token's exact bytes (for logprobs); see ``token_text``."""
+        return self._token_text().token_bytes(ids)
+
+    def special_tokens(self) -> frozenset[str]:
+        """The text of the tokenizer's special tokens (``decode`` drops them by default)."""
+        return self._token_text().special
+
+    def _token_text(self) -> TokenText:
+        if self._token_text_cache is None:
+            self._token_text_cache = TokenText(self.tokenizer)
+        return self._token_text_cache
+
+    def compile_constraint(self, spec: ConstraintSpec) -> Constraint:
+        """``spec`` compiled for this tokenizer (blocking: call it on the text pool)."""
+        return self._constraints.compile(spec)
+
     # ----------------------------------------------------------------- model
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[kvbatch.KVBatch, torch.Tensor]:
-        return kvbatch.prefill(self.model, prompts, self.pad_id)
+    def new_batch(self) -> kvbatch.KVBatch:
+        """An empty slot cache for this model (the scheduler keeps one for its running rows)."""
+        return kvbatch.KVBatch(int(self.model.config.num_hidden_layers), self._sliding_window)
 
-    def decode_step(
-        self, batch: kvbatch.KVBatch, tokens: torch.Tensor
-    ) -> tuple[kvbatch.KVBatch, torch.Tensor]:
-        return kvbatch.decode_step(self.model, batch, tokens)
+    def prefill(self, batch: kvbatch.KVBatch, prompts: list[list[int]]) -> torch.Tensor:
+        return kvbatch.prefill(self.model, batch, prompts, self.pad_id)
+
+    def decode_step(self, batch: kvbatch.KVBatch, tokens: torch.Tensor) -> torch.Tensor:
+        return kvbatch.decode_step(self.model, batch, tokens, self._lean)
 
     def generate(self, prompt_ids: list[int], options: dict[str, Any]) -> list[int]:
         """Plain ``model.generate`` for what the batch loop does not do (beam search, ...)."""

@@ -15,7 +15,10 @@ Why one map: routers raise typed errors and never build error bodies themselves,
 has the same shape. OpenAI clients parse ``{"error": {"message", "type", "param", "code"}}`` on the
 ``/v1`` routes; KAITO's classic ``/chat`` is a plain FastAPI app whose clients read ``{"detail"}``.
 Malformed bodies are ``RequestValidationError``s: they get a readable one-line message and a 4xx
-(400 on ``/v1`` like OpenAI, FastAPI's 422 on ``/chat``), never a 500.
+(400 on ``/v1`` like OpenAI, FastAPI's 422 on ``/chat``), never a 500. A body that is not a JSON
+object at all (empty, an array, a string, ``null``, not JSON) is a 400 on every route whose
+message says what to send (``body_shape_message``). A path no route serves (404) or a method a
+route does not take (405) is answered with what the server serves (``routing_message``).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ __all__ = [
     "QueueFullError",
     "ServerError",
     "StartupError",
+    "body_shape_message",
     "error_response",
     "http_error_message",
     "install_error_handlers",
+    "routing_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,13 +131,34 @@ def format_validation_errors(errors: list[Any]) -> tuple[str, str | None]:
         where = ".".join(loc)
         if first_param is None and where:
             first_param = where
-        msg = str(err.get("msg", "invalid value"))
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
             ctx = err.get("ctx") or {}
             msg = f"Request body is not valid JSON: {ctx.get('error', msg)}"
             where = ""
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts) or "Invalid request", first_param
+
+
+_SEND = "send a JSON object body with Content-Type: application/json"
+_JSON_KINDS = {list: "a JSON array", str: "a JSON string", int: "a JSON number",
+               float: "a JSON number", bool: "a JSON boolean", type(None): "JSON null"}
+
+
+def body_shape_message(errors: list[Any], content_type: str | None) -> str | None:
+    """What to send, when the body as a whole is not a JSON object; None for field errors."""
+    for err in errors:
+        if tuple(err.get("loc", ())) != ("body",):
+            continue
+        if err.get("type") == "missing":
+            return f"{_SEND}; got an empty body"
+        if err.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+            kind = _JSON_KINDS.get(type(err.get("input")), "a value that is not an object")
+            return f"{_SEND}; got {kind}"
+    if content_type is None and any(e.get("type") == "json_invalid" for e in errors):
+        message, _ = format_validation_errors(errors)
+        return f"{message} ({_SEND}; this request had no Content-Type header)"
+    return None
 
 
 def http_error_message(exc: StarletteHTTPException) -> str:
@@ -148,6 +174,23 @@ def http_error_message(exc: StarletteHTTPException) -> str:
         reason = " ".join(str(cause).split())[:200]
         message = f"{message}: {type(cause).__name__}: {reason}" if reason else message
     return message
+
+
+def routing_message(request: Request, exc: StarletteHTTPException) -> str | None:
+    """For a path no route serves (404) or a method it does not take (405): what is served.
+
+    A client pointed at an endpoint this server lacks (``/v1/embeddings``) learns which ones
+    it has instead of a bare "Not Found".
+    """
+    where = f"{request.method} {request.url.path[:200]}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{where}: method not allowed; this route takes {allowed or 'other methods'}"
+    if exc.status_code != 404 or exc.detail != "Not Found":
+        return None
+    paths = request.app.openapi().get("paths", {})  # built once, then cached by FastAPI
+    served = sorted(f"{method.upper()} {path}" for path, ops in paths.items() for method in ops)
+    return f"{where}: no such route; this server serves {', '.join(served)}"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -168,15 +211,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = format_validation_errors(list(exc.errors()))
+        errors = list(exc.errors())
+        shape = body_shape_message(errors, request.headers.get("content-type"))
+        if shape is not None:
+            return error_response(request, 400, shape)
+        message, param = format_validation_errors(errors)
         status = 400 if _is_openai_route(request) else 422
         return error_response(request, status, message, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(request, exc.status_code, http_error_message(exc),
-                              error_type=error_type, code=getattr(exc, "code", None))
+        message = routing_message(request, exc) or http_error_message(exc)
+        return error_response(request, exc.status_code, message, error_type=error_type,
+                              code=getattr(exc, "code", None),
+                              headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

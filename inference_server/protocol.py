@@ -1,4 +1,6 @@
-"""Request and response models of the two APIs: KAITO's classic ``/chat`` and the OpenAI subset.
+"""Models shared by both APIs (chat messages, tool calls), KAITO's ``/chat``, and the responses.
+
+The OpenAI request bodies are in ``protocol_openai.py``.
 
 Why strict models: input is parsed once at the edge, so the rest of the server works on typed
 values and a wrong type (``"max_tokens": "ten"``, ``"stream": "yes"``, ``true`` for a number,
@@ -16,16 +18,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
-    "ChatCompletionRequest",
     "ChatMessage",
-    "CompletionRequest",
     "GenerateKwargs",
     "KaitoChatRequest",
     "KaitoChatResponse",
+    "ToolCall",
     "Usage",
 ]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class _Request(BaseModel):
@@ -41,14 +42,60 @@ class TextPart(BaseModel):
     text: str
 
 
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    arguments: str
+    """The arguments as a JSON text, as OpenAI sends and returns them."""
+
+
+class ToolCall(BaseModel):
+    """A call of one function, in an assistant message or a response."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
+    """One message; ``tool_calls`` only on assistant messages, ``tool_call_id`` on tool results."""
+
     model_config = ConfigDict(extra="allow", strict=True)
     role: Role
-    content: str | list[TextPart]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=128)
+    tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        """An image, audio or file part is refused by name (not pydantic's union listing)."""
+        for part in value if isinstance(value, list) else []:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind != "text":
+                raise ValueError(f"content parts of type {kind[:40]!r} are not supported by "
+                                 "this server; send text (a string or 'text' parts)")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_the_role(self) -> ChatMessage:
+        if (self.model_extra or {}).get("function_call") is not None:
+            raise ValueError("function_call in a message (deprecated) is not supported; send "
+                             "the call as tool_calls")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"content is required for {self.role} messages "
+                             "(only an assistant message with tool_calls may omit it)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls are allowed on assistant messages only")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
         return "".join(part.text for part in self.content)
 
 
@@ -131,7 +178,11 @@ class GenerateKwargs(BaseModel):
 
 
 class KaitoChatRequest(_Request):
-    """``POST /chat``: ``prompt`` (text generation) or ``messages`` (conversation)."""
+    """``POST /chat``: ``prompt`` (text generation) or ``messages`` (conversation).
+
+    A body with neither (or an empty one) passes here: the router answers it with KAITO's own
+    400 messages (``kaito_missing_input``).
+    """
 
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
@@ -141,109 +192,29 @@ class KaitoChatRequest(_Request):
     """Checked against ``GenerateKwargs`` by the service (a bad key or value is a 400)."""
 
     @model_validator(mode="after")
-    def _prompt_xor_messages(self) -> KaitoChatRequest:
-        if (self.prompt is None) == (self.messages is None):
+    def _not_both(self) -> KaitoChatRequest:
+        if self.prompt is not None and self.messages is not None:
             raise ValueError("exactly one of 'prompt' or 'messages' is required")
-        if self.prompt is not None and not self.prompt:
-            raise ValueError("'prompt' must not be empty")
-        if self.messages is not None and not self.messages:
-            raise ValueError("'messages' must not be empty")
         return self
+
+    def missing_input(self) -> str | None:
+        """KAITO's 400 detail when the body has no usable prompt or messages, else None.
+
+        KAITO's classic server asks for ``prompt`` in its text-generation pipeline and for
+        ``messages`` in its conversational one; this server serves both, so the message follows
+        what the body tried to send (its ported tests send ``"pipeline": "conversational"``).
+        """
+        if self.prompt or self.messages:
+            return None
+        conversational = self.messages is not None or (
+            (self.model_extra or {}).get("pipeline") == "conversational")
+        if conversational:
+            return "Conversational parameter messages required"
+        return "Text generation parameter prompt required"
 
 
 class KaitoChatResponse(BaseModel):
     Result: str
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    include_usage: bool = False
-
-
-class _SamplingRequest(_Request):
-    """Fields shared by both OpenAI endpoints (plus two vLLM extensions: ignore_eos, min_tokens)."""
-
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1, le=1_000_000)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    n: int = Field(1, ge=1, le=MAX_COUNT)
-    best_of: int | None = Field(None, ge=1, le=MAX_COUNT)
-    logit_bias: dict[str, float] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    ignore_eos: bool = False
-    min_tokens: int = Field(0, ge=0, le=MAX_COUNT)
-    user: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        return check_stop_strings(value)
-
-    @field_validator("n")
-    @classmethod
-    def _only_one(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError("only n=1 is supported")
-        return value
-
-    @field_validator("best_of")
-    @classmethod
-    def _best_of_one(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError("only best_of=1 is supported")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("logit_bias is not supported")
-        return value
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-
-class ChatCompletionRequest(_SamplingRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
-    logprobs: bool = False
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
-
-
-class CompletionRequest(_SamplingRequest):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1, le=MAX_COUNT)
-    echo: bool = False
-
-    @field_validator("prompt")
-    @classmethod
-    def _single_prompt(cls, value: str | list[str]) -> str | list[str]:
-        items = [value] if isinstance(value, str) else value
-        if len(items) != 1:
-            raise ValueError("exactly one prompt is supported per request")
-        if not items[0]:
-            raise ValueError("prompt must not be empty")
-        return value
-
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
 # ---------------------------------------------------------------------------- responses
@@ -265,13 +236,38 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobEntry(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprobEntry]
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists, one entry per generated token."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
 
 
 class ChatCompletionResponse(BaseModel):
@@ -286,7 +282,7 @@ class ChatCompletionResponse(BaseModel):
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
 
 

@@ -169,8 +169,8 @@ class RequestGuardMiddleware:
         content_type = headers.get("content-type")
         if scope.get("method") in _BODY_METHODS and content_type and not _is_json(content_type):
             shown = content_type[:80]
-            return 415, (f"unsupported Content-Type {shown!r}: request bodies must be "
-                         "application/json"), "unsupported_media_type"
+            return 415, (f"unsupported Content-Type {shown!r}: send a JSON object body with "
+                         "Content-Type: application/json"), "unsupported_media_type"
         return None
 
     async def _answer(

@@ -1,10 +1,11 @@
-"""Turn parsed API requests and their token ids into ``SamplingParams``; enforce the limits.
+"""Turn parsed ``/chat`` requests and their token ids into ``SamplingParams``; enforce the limits.
 
-Why a separate module: both APIs share the limit rules (cap on generated tokens, context window)
-and the routers stay thin. All checks raise typed errors from ``errors.py``. ``/chat``'s
-``generate_kwargs`` is an allowlist (``protocol.GenerateKwargs``): ``parse_generate_kwargs``
-refuses unknown keys, wrong types and out-of-range values with a 400 before anything is
-tokenized, and token ids are checked against the model's vocabulary.
+Why a separate module: both APIs share the limit rules (cap on generated tokens, context window;
+``openai_service`` uses ``check_limits`` too) and the routers stay thin. All checks raise typed
+errors from ``errors.py``. ``/chat``'s ``generate_kwargs`` is an allowlist
+(``protocol.GenerateKwargs``): ``parse_generate_kwargs`` refuses unknown keys, wrong types and
+out-of-range values with a 400 before anything is tokenized, and token ids are checked against
+the model's vocabulary.
 
 Limits: an explicit ``max_tokens`` (OpenAI) or ``max_new_tokens`` (``/chat``) above the configured
 cap is a 400; so is a prompt that leaves no room in the context window, or an explicit limit that
@@ -20,14 +21,12 @@ from pydantic import ValidationError
 
 from .engine import Engine
 from .errors import ContextLengthError, InvalidRequestError, format_validation_errors
-from .protocol import ChatMessage, GenerateKwargs, KaitoChatRequest, _SamplingRequest
+from .protocol import GenerateKwargs, KaitoChatRequest
 from .sampling import SamplingParams
 
 __all__ = [
     "chat_request_to_job",
     "check_limits",
-    "messages_to_dicts",
-    "openai_params",
     "parse_generate_kwargs",
 ]
 
@@ -42,10 +41,6 @@ _BATCHED_KEYS = frozenset({
 #: ``generate_kwargs`` that hold token ids (single ids, lists, or lists of lists).
 _TOKEN_ID_KEYS = ("bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
                   "forced_bos_token_id", "forced_eos_token_id", "pad_token_id", "eos_token_id")
-
-
-def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.text()} for m in messages]
 
 
 def check_limits(
@@ -73,33 +68,6 @@ def check_limits(
             param=param,
         )
     return requested
-
-
-def openai_params(
-    req: _SamplingRequest, prompt_len: int, engine: Engine, cap: int, max_tokens: int | None
-) -> SamplingParams:
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(req, name) != 0.0:
-            raise InvalidRequestError(f"{name} is not supported", param=name)
-    limit = check_limits(
-        prompt_len, max_tokens, cap=cap, context=engine.info.context_length, param="max_tokens"
-    )
-    if req.min_tokens > limit:
-        raise InvalidRequestError(
-            f"min_tokens={req.min_tokens} is above max_tokens={limit}", param="min_tokens"
-        )
-    return SamplingParams(
-        max_new_tokens=limit,
-        min_new_tokens=req.min_tokens,
-        do_sample=req.temperature > 0.0,
-        temperature=req.temperature if req.temperature > 0.0 else 1.0,
-        top_k=max(0, req.top_k),
-        top_p=req.top_p,
-        repetition_penalty=req.repetition_penalty,
-        seed=req.seed,
-        stop=tuple(req.stop_list()),
-        ignore_eos=req.ignore_eos,
-    )
 
 
 def parse_generate_kwargs(raw: dict[str, Any]) -> GenerateKwargs:

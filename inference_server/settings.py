@@ -51,6 +51,8 @@ class ServerSettings(BaseModel):
     """Requests allowed to wait for a batch slot; beyond it the server answers 429."""
     max_new_tokens_cap: int = Field(1024, ge=1)
     """Upper bound on tokens generated per request (``max_tokens`` above it is a 400)."""
+    max_n: int = Field(8, ge=1, le=128)
+    """Most choices (OpenAI's ``n``) one request may ask for; each is a batch row."""
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
     """Largest request body accepted; a larger one is answered 413 without being read."""
     body_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--queue-size", type=int, default=128)
     p.add_argument("--max-new-tokens-cap", type=int, default=1024)
+    p.add_argument("--max-n", type=int, default=8,
+                   help="most choices (n) per OpenAI request; each decodes as a batch row")
     p.add_argument("--max-body-bytes", type=int, default=1024 * 1024,
                    help="largest request body accepted (413 above it); default 1 MiB")
     p.add_argument("--body-timeout-s", type=float, default=30.0,

@@ -44,6 +44,8 @@ SLOW_TESTS = {
         "runs the kaito command in a process",
     "tests/unit/test_packaging.py::test_installed_kaito_command_runs":
         "runs the installed kaito command in a process",
+    "tests/unit/test_benchmark_cli.py": "runs the benchmark, which starts our server in a process",
+    "tests/inference/test_openai_client.py": "runs python -m inference_server in a process",
 }
 
 

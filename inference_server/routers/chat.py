@@ -1,5 +1,6 @@
 """``POST /chat``: KAITO's classic API (``prompt`` or ``messages`` → ``{"Result": ...}``).
 
+A body without a usable ``prompt`` or ``messages`` gets KAITO's own 400 messages.
 ``generate_kwargs`` is checked before the prompt is tokenized; tokenization and the chat
 template run on the runtime's text pool, off the event loop.
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ..chat_messages import template_messages
+from ..errors import InvalidRequestError
 from ..protocol import KaitoChatRequest, KaitoChatResponse
-from ..service import chat_request_to_job, messages_to_dicts, parse_generate_kwargs
+from ..service import chat_request_to_job, parse_generate_kwargs
 from ..state import RuntimeDep
 from ._common import collect, log_ignored
 
@@ -20,11 +23,15 @@ router = APIRouter(tags=["kaito"])
 async def chat(
     body: KaitoChatRequest, request: Request, runtime: RuntimeDep
 ) -> KaitoChatResponse:
+    missing = body.missing_input()
+    if missing is not None:
+        raise InvalidRequestError(missing, param="messages" if "messages" in missing else "prompt")
     engine, scheduler = runtime.require_ready()
     log_ignored("/chat", body.ignored_fields())
     kwargs = parse_generate_kwargs(body.generate_kwargs)
     if body.messages is not None:
-        prompt_ids = await runtime.text.run(engine.encode_chat, messages_to_dicts(body.messages))
+        messages = template_messages(body.messages, engine.chat_template_source())
+        prompt_ids = await runtime.text.run(engine.encode_chat, messages)
     else:
         prompt_ids = await runtime.text.run(engine.encode_prompt, body.prompt or "")
     params, options = chat_request_to_job(

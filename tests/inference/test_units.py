@@ -21,16 +21,18 @@ def test_flags_to_settings():
         "--model-dir", "/models/phi", "--served-model-name", "phi-3", "--dtype", "bfloat16",
         "--adapters-dir", "/a", "--adapter-strengths", "x=0.5, y=1", "--adapter-combination",
         "cat", "--max-batch-size", "8", "--queue-size", "4", "--max-new-tokens-cap", "64",
-        "--chat-template", "{{ messages }}", "--trust-remote-code",
+        "--chat-template", "{{ messages }}", "--trust-remote-code", "--max-n", "3",
     ])
     assert s.model_dir == Path("/models/phi") and s.model_name == "phi-3"
     assert s.adapter_strengths == {"x": 0.5, "y": 1.0}
     assert (s.adapter_combination, s.max_batch_size, s.queue_size) == ("cat", 8, 4)
     assert s.max_new_tokens_cap == 64 and s.trust_remote_code and s.dtype == "bfloat16"
+    assert s.max_n == 3
     assert s.port == 5000 and s.adapters_dir == Path("/a")
     d = parse_args(["--model-id", "microsoft/Phi-3-mini-4k-instruct", "--revision", "abc"])
     assert d.model_name == "microsoft/Phi-3-mini-4k-instruct"
     assert d.adapters_dir == Path("/mnt/adapter") and d.adapter_combination == "svd"
+    assert d.max_n == 8
 
 
 @pytest.mark.parametrize("argv", [
@@ -40,6 +42,7 @@ def test_flags_to_settings():
     ["--model-dir", "a", "--adapter-strengths", "x=0.5,0.3"],
     ["--model-dir", "a", "--adapter-combination", "ties"],
     ["--model-dir", "a", "--max-batch-size", "0"],
+    ["--model-dir", "a", "--max-n", "0"],
 ])
 def test_bad_flags_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exc:
