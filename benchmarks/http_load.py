@@ -1,9 +1,11 @@
-"""Load over loopback HTTP: ``concurrency`` clients stream OpenAI completions from one server.
+"""Load over loopback HTTP: ``concurrency`` clients ask one server for OpenAI completions.
 
-Each request streams (SSE) so the time to its first token is seen; the tokens counted are the
+A streamed request (SSE) shows the time to its first token; its tokens are the
 ``usage.completion_tokens`` of the final chunk (both servers send it with
-``stream_options.include_usage``), and a request that generated another count than asked is
-reported, since the comparison only holds when both do the same work.
+``stream_options.include_usage``). A request that is not streamed counts the ``usage`` of its
+answer (what throughput-bound clients see: no per-token events). A request that generated
+another count than asked is reported, since the comparison only holds when both do the same
+work.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
     start = time.perf_counter()
     first: float | None = None
     usage: dict[str, Any] | None = None
+    if not body.get("stream"):
+        answer = await client.post(url, json=body)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
+        usage = answer.json().get("usage")
+        _count(result, int(usage["completion_tokens"]) if usage else 0, body)
+        return
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             detail = (await response.aread()).decode(errors="replace")[:300]
@@ -52,7 +61,10 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
             usage = chunk.get("usage") or usage
     if first is not None:
         result.ttft_s.append(first)
-    got = int(usage["completion_tokens"]) if usage else 0
+    _count(result, int(usage["completion_tokens"]) if usage else 0, body)
+
+
+def _count(result: LoadResult, got: int, body: dict[str, Any]) -> None:
     result.tokens += got
     if got != body["max_tokens"]:
         result.short.append(got)

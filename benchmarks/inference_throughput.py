@@ -7,14 +7,14 @@
 
 Saves a random model of the chosen shape (the tiny model's tokenizer) to a temporary folder,
 starts both servers on it as processes on loopback ports, warms each up, then drives them in
-turn (ours, peer, ours, peer ...) for ``--rounds`` rounds at each concurrency: streaming OpenAI
+turn (ours, peer, ours, peer ...) for ``--rounds`` rounds at each concurrency: OpenAI
 completions, greedy, exactly ``--max-tokens`` tokens each (ours: ``ignore_eos``; the peer: a
-generation config with EOS disabled; both counts checked from ``usage``). Prints per round and
-the median: tokens/s of both and their ratio, time to first token p50/p95, the CPU cores each
-server used (CPU time of its process tree / wall time) and each server's peak RSS. The peer's KV
-cache is bounded (``--peer-num-blocks``) so it does not take most of the machine's memory; on a
-GPU the memory-bandwidth bound is printed next to both. Run heavy invocations under
-``flock /tmp/h13/bench.lock`` when sharing the machine.
+generation config with EOS disabled; both counts checked from ``usage``), once not streamed
+(the throughput) and once streamed (time to first token, and a streaming client's throughput).
+Prints per round and the median: tokens/s of both and their ratio, time to first token
+p50/p95, the CPU cores each server used (CPU time of its process tree / wall time) and each
+server's peak RSS. The peer's KV cache is bounded (``--peer-num-blocks``) so it does not take
+most of the machine's memory; on a GPU the memory-bandwidth bound is printed next to both.
 """
 
 from __future__ import annotations
@@ -74,10 +74,15 @@ def start_servers(args: argparse.Namespace, model_dir: Path, dtype: str,
 
 
 def measure(server: ServerProcess, others: list[ServerProcess], args: argparse.Namespace,
-            concurrency: int, requests: int, max_tokens: int) -> tuple[LoadResult, float, float]:
+            concurrency: int, requests: int, max_tokens: int,
+            stream: bool = True) -> tuple[LoadResult, float, float]:
     """One load run; returns it, the cores the server used and the most any idle other used."""
     def body(i: int) -> dict[str, Any]:
-        return request_body(server.name, server.model, PROMPTS[i % len(PROMPTS)], max_tokens)
+        sent = request_body(server.name, server.model, PROMPTS[i % len(PROMPTS)], max_tokens)
+        if not stream:
+            sent["stream"] = False
+            sent.pop("stream_options", None)
+        return sent
 
     cpu0, idle0 = server.cpu_seconds(), [o.cpu_seconds() for o in others]
     result = asyncio.run(run_load(server.url, body, requests, concurrency, args.request_timeout))
@@ -86,11 +91,13 @@ def measure(server: ServerProcess, others: list[ServerProcess], args: argparse.N
     return result, cores, idle
 
 
-def report_row(name: str, r: LoadResult, cores: float, idle: float) -> str:
+def report_row(name: str, whole: LoadResult, r: LoadResult, cores: float, idle: float) -> str:
     warn = f" (other server idle used {idle:.2f} cores)" if idle > 0.1 else ""
-    short = f" SHORT: {len(r.short)} requests got {sorted(set(r.short))} tokens" if r.short else ""
-    return (f"{name:>18s}: {r.tokens_per_s:8.1f} tok/s  TTFT p50 {1e3 * r.ttft_quantile(0.5):6.1f}"
-            f" ms  p95 {1e3 * r.ttft_quantile(0.95):6.1f} ms  {cores:4.2f} cores{short}{warn}")
+    shorts = whole.short + r.short
+    short = f" SHORT: {len(shorts)} requests got {sorted(set(shorts))} tokens" if shorts else ""
+    return (f"{name:>18s}: {whole.tokens_per_s:8.1f} tok/s, streamed {r.tokens_per_s:8.1f} tok/s"
+            f"  TTFT p50 {1e3 * r.ttft_quantile(0.5):6.1f} ms  p95 {1e3 * r.ttft_quantile(0.95):6.1f}"
+            f" ms  {cores:4.2f} cores{short}{warn}")
 
 
 def run_side_by_side(args: argparse.Namespace, model_dir: Path, dtype: str) -> None:
@@ -117,28 +124,37 @@ def warm_up(args: argparse.Namespace, servers: list[ServerProcess]) -> None:
             print(f"warm-up {rnd + 1} {NAMES[server.name]}: tok/s " + ", ".join(done))
 
 
+Run = tuple[LoadResult, LoadResult, float]
+"""One server at one concurrency: the answers not streamed, the streamed ones, cores used."""
+
+
 def drive(args: argparse.Namespace, servers: list[ServerProcess]) -> dict[tuple[str, int], Any]:
-    runs: dict[tuple[str, int], list[tuple[LoadResult, float]]] = {}
+    """Each round, each concurrency, each server in turn: once not streamed (throughput), once
+    streamed (time to first token, and the throughput of a streaming client)."""
+    runs: dict[tuple[str, int], list[Run]] = {}
     for rnd in range(1, args.rounds + 1):
         for c in args.concurrency:
             requests = max(8, args.requests_per_client * c)
             print(f"round {rnd}, concurrency {c}, {requests} requests x {args.max_tokens} tokens")
             for server in servers:
                 others = [s for s in servers if s is not server]
-                r, cores, idle = measure(server, others, args, c, requests, args.max_tokens)
-                runs.setdefault((server.name, c), []).append((r, cores))
-                print(report_row(NAMES[server.name], r, cores, idle))
+                whole, cores, idle = measure(server, others, args, c, requests, args.max_tokens,
+                                             stream=False)
+                streamed, _, idle2 = measure(server, others, args, c, requests, args.max_tokens)
+                runs.setdefault((server.name, c), []).append((whole, streamed, cores))
+                print(report_row(NAMES[server.name], whole, streamed, cores, max(idle, idle2)))
             if len(servers) == 2:
                 a, b = (runs[(s.name, c)][-1][0].tokens_per_s for s in servers)
                 print(f"{'ours / peer':>18s}: {a / b:8.2f}")
     return {key: median_of(values) for key, values in runs.items()}
 
 
-def median_of(values: list[tuple[LoadResult, float]]) -> dict[str, float]:
-    return {"tps": statistics.median(r.tokens_per_s for r, _ in values),
-            "p50": statistics.median(r.ttft_quantile(0.5) for r, _ in values),
-            "p95": statistics.median(r.ttft_quantile(0.95) for r, _ in values),
-            "cores": statistics.median(c for _, c in values)}
+def median_of(values: list[Run]) -> dict[str, float]:
+    return {"tps": statistics.median(w.tokens_per_s for w, _, _ in values),
+            "stps": statistics.median(s.tokens_per_s for _, s, _ in values),
+            "p50": statistics.median(s.ttft_quantile(0.5) for _, s, _ in values),
+            "p95": statistics.median(s.ttft_quantile(0.95) for _, s, _ in values),
+            "cores": statistics.median(c for _, _, c in values)}
 
 
 def print_table(args: argparse.Namespace, servers: list[ServerProcess],
@@ -156,6 +172,7 @@ def print_table(args: argparse.Namespace, servers: list[ServerProcess],
             print(f"| {label}, c={c} | " + " | ".join(format(v, fmt) for v in cells) + extra + " |")
 
     row("tokens/s", "tps", ".1f")
+    row("tokens/s streamed", "stps", ".1f")
     row("CPU cores", "cores", ".2f")
     row("TTFT p50 ms", "p50", ".1f", 1e3)
     row("TTFT p95 ms", "p95", ".1f", 1e3)
