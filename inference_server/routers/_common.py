@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from ..batching import RequestHandle, StreamEvent
 from ..errors import ServerError
+from ..request_handle import RequestHandle, StreamEvent
 from ..sampling import TokenLogprob
 
 __all__ = ["Collected", "collect", "collect_all", "log_ignored", "stream_merged"]

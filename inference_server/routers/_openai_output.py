@@ -13,7 +13,6 @@ import codecs
 from collections.abc import Sequence
 from typing import Any
 
-from ..batching import RequestHandle
 from ..engine import Engine
 from ..openai_service import ToolPlan
 from ..protocol import (
@@ -23,6 +22,7 @@ from ..protocol import (
     TokenLogprobEntry,
     TopLogprob,
 )
+from ..request_handle import RequestHandle
 from ..sampling import TokenLogprob
 from ..tools import parse_calls
 

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from ..batching import RequestHandle, Scheduler, StreamEvent
+from ..batching import Scheduler
 from ..engine import Engine
 from ..errors import ModelNotFoundError, ServerError
 from ..openai_service import Job, chat_job, completion_job
@@ -35,6 +35,7 @@ from ..protocol import (
     now,
 )
 from ..protocol_openai import ChatCompletionRequest, CompletionRequest, _SamplingRequest
+from ..request_handle import RequestHandle, StreamEvent
 from ..state import RuntimeDep
 from ..tools import ToolCallStream
 from ._common import Collected, collect_all, log_ignored, stream_merged
