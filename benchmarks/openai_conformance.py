@@ -21,11 +21,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import openai_checks_http  # noqa: E402,F401  (these two register their checks)
 import openai_checks_structured  # noqa: E402,F401
 from openai_checks import CHECKS, MODEL, Check, Ctx  # noqa: E402
+from serving_peer import ServerProcess, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "tests" / "inference" / "data" / "hermes_tools.jinja"
@@ -96,12 +94,6 @@ def print_table(rows: list[tuple[Check, str, str]]) -> None:
     print(f"\n{len(rows)} checks: " + ", ".join(f"{n} {g}" for g, n in totals.items()))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def local_server() -> Iterator[str]:
     """The tiny model under ``python -m inference_server`` on loopback; yields its URL."""
@@ -109,39 +101,19 @@ def local_server() -> Iterator[str]:
 
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
         model = create_tiny_model(Path(tmp) / "tiny", seed=0)
-        port = _free_port()
-        log = Path(tmp) / "server.log"
+        port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-        args = ["--model-dir", str(model), "--adapters-dir", str(Path(tmp) / "none"),
-                "--served-model-name", MODEL, "--chat-template", str(TEMPLATE),
-                "--host", "127.0.0.1", "--port", str(port), "--max-n", "4"]
-        with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "inference_server", *args], cwd=ROOT,
-                                    env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "inference_server", "--model-dir", str(model),
+                "--adapters-dir", str(Path(tmp) / "none"), "--served-model-name", MODEL,
+                "--chat-template", str(TEMPLATE), "--host", "127.0.0.1", "--port", str(port),
+                "--max-n", "4"]
+        server = ServerProcess("ours", argv, port, MODEL, Path(tmp) / "server.log")
+        server.start(env)
         try:
-            _wait_ready(url, proc, log)
-            yield url
+            server.wait_ready(180)
+            yield server.url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    with httpx.Client(base_url=url, timeout=10) as c:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if c.get("/health").status_code == 200:
-                    return
-            time.sleep(0.2)
-    raise SystemExit(f"server not ready in 180 s:\n{log.read_text()}")
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

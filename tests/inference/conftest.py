@@ -76,3 +76,15 @@ async def client(base_settings: ServerSettings, base_engine: Any) -> AsyncIterat
     async with serve(app) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
+
+
+@pytest.fixture
+async def scheduler(base_engine: Any) -> AsyncIterator[Any]:
+    """A started scheduler (8 rows, 16 queued) on the tiny model, stopped after the test."""
+    from inference_server.batching import Scheduler
+    from inference_server.metrics import ServerMetrics
+
+    sched = Scheduler(base_engine, ServerMetrics(), max_batch_size=8, queue_size=16)
+    sched.start()
+    yield sched
+    await sched.stop()

@@ -14,10 +14,8 @@ import jsonschema
 import pytest
 import torch
 
-from inference_server.batching import Scheduler
 from inference_server.constrained import ConstraintCompiler, ConstraintSpec
 from inference_server.errors import InvalidRequestError
-from inference_server.metrics import ServerMetrics
 from inference_server.sampling import RowSampler, SamplingParams, select_tokens
 
 PERSON = {
@@ -34,12 +32,6 @@ PERSON = {
 PROMPTS = ["Hello there", "0123", "A", "def main():"]
 
 
-@pytest.fixture
-async def scheduler(base_engine):
-    sched = Scheduler(base_engine, ServerMetrics(), max_batch_size=8, queue_size=16)
-    sched.start()
-    yield sched
-    await sched.stop()
 
 
 def params(constraint, **extra) -> SamplingParams:

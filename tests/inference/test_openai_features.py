@@ -160,6 +160,26 @@ async def test_json_object_mode_gives_an_object(client):
     assert isinstance(json.loads(choice["message"]["content"]), dict)
 
 
+def _nested_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+@pytest.mark.parametrize("schema", [
+    _nested_schema(300),  # deeper than the grammar compiler goes
+    {"type": "object", "properties": {"x": {"type": "string", "pattern": "("}}},  # bad regex
+    {"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}},  # dangling reference
+], ids=["nested-300", "broken-pattern", "dangling-ref"])
+async def test_a_hostile_schema_is_a_400_naming_response_format(client, schema):
+    body = {"messages": MSG, "max_tokens": 4, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    r = await client.post(CHAT_URL, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "response_format"
+
+
 async def test_tools_need_a_template_that_uses_them(client):
     r = await client.post(CHAT_URL, json={"messages": MSG, "tools": [WEATHER]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tools"

@@ -11,8 +11,6 @@ import math
 import pytest
 import torch
 
-from inference_server.batching import Scheduler
-from inference_server.metrics import ServerMetrics
 from inference_server.sampling import RowSampler, SamplingParams, _draw, select_tokens
 
 VOCAB = 12
@@ -143,12 +141,6 @@ def test_plain_greedy_rows_are_plain_argmax():
 # ----------------------------------------------------------------- through the scheduler
 
 
-@pytest.fixture
-async def scheduler(base_engine):
-    sched = Scheduler(base_engine, ServerMetrics(), max_batch_size=8, queue_size=8)
-    sched.start()
-    yield sched
-    await sched.stop()
 
 
 async def test_events_carry_one_logprob_per_text_token(scheduler, base_engine):
