@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,10 +26,14 @@ from .adapters import ActiveAdapter, apply_adapters
 from .constrained import Constraint, ConstraintCompiler, ConstraintSpec
 from .errors import InvalidRequestError, StartupError
 from .fastdecode import LeanDecoder
+from .loading import default_stop_strings, load_weights
 from .settings import ServerSettings
+from .stop_text import TextStopCriteria
 from .token_text import TokenText
 
-__all__ = ["Engine", "EngineInfo", "TransformersEngine", "resolve_model_path"]
+__all__ = [
+    "Engine", "EngineInfo", "TransformersEngine", "resolve_model_path", "with_default_stops",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,15 @@ class EngineInfo:
     created: int = field(default_factory=lambda: int(time.time()))
     vocab_size: int | None = None
     """Token ids the model accepts are ``0 .. vocab_size - 1`` (None: not known)."""
+    default_stops: tuple[str, ...] = ()
+    """The model folder's ``generation_config.stop_strings``: added to every request's stops."""
+
+
+def with_default_stops(stops: Sequence[str], info: EngineInfo) -> tuple[str, ...]:
+    """A request's stop strings plus the model's defaults (which a request cannot remove)."""
+    merged = list(stops)
+    merged.extend(stop for stop in info.default_stops if stop not in merged)
+    return tuple(merged)
 
 
 class Engine(Protocol):
@@ -85,9 +99,14 @@ class Engine(Protocol):
 def resolve_model_path(settings: ServerSettings) -> Path:
     """The local model directory, downloading ``--model-id`` first (tqdm progress on stderr)."""
     if settings.model_dir is not None:
-        if not (settings.model_dir / "config.json").is_file():
-            raise StartupError(f"{settings.model_dir} has no config.json: not a model directory")
-        return settings.model_dir
+        folder = settings.model_dir
+        if settings.gguf_file is None and not (folder / "config.json").is_file() and not (
+            folder.is_dir() and any(folder.glob("*.gguf"))
+        ):
+            raise StartupError(
+                f"{folder} has neither config.json nor a .gguf file: not a model directory"
+            )
+        return folder
     from huggingface_hub import snapshot_download
 
     log.info(
@@ -145,6 +164,11 @@ class TransformersEngine:
         vocab = getattr(model.config, "vocab_size", None)
         if info.vocab_size is None and isinstance(vocab, int) and vocab > 0:
             info = dataclasses.replace(info, vocab_size=vocab)
+        config_stops = default_stop_strings(model.generation_config)
+        if config_stops and not info.default_stops:
+            info = dataclasses.replace(info, default_stops=config_stops)
+        # `generate` ends at them through stop_text, not transformers' slow vocabulary table.
+        model.generation_config.stop_strings = None
         self.info = info
         eos: set[int] = set()
         for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
@@ -167,26 +191,15 @@ class TransformersEngine:
 
     @classmethod
     def load(cls, settings: ServerSettings) -> TransformersEngine:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         _leave_a_core_to_the_event_loop()
         path = resolve_model_path(settings)
         started = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(path), trust_remote_code=settings.trust_remote_code
-        )
-        if settings.chat_template:
-            tokenizer.chat_template = _read_template(settings.chat_template)
-        dtype: Any = "auto" if settings.dtype == "auto" else getattr(torch, settings.dtype)
         device_map = settings.device_map
         if device_map is None and torch.cuda.is_available():
             device_map = "cuda"
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path),
-            dtype=dtype,
-            device_map=device_map,
-            trust_remote_code=settings.trust_remote_code,
-        ).eval()
+        tokenizer, model = load_weights(path, settings, device_map)
+        if settings.chat_template:
+            tokenizer.chat_template = _read_template(settings.chat_template)
         model, adapters = apply_adapters(
             model, settings.adapters_dir, settings.adapter_strengths, settings.adapter_combination
         )
@@ -199,7 +212,11 @@ class TransformersEngine:
             context_length=context,
             adapters=adapters,
             adapter_combination=settings.adapter_combination if adapters else None,
+            default_stops=default_stop_strings(model.generation_config),
         )
+        if info.default_stops:
+            log.info("Default stop strings (from generation_config.json, added to every "
+                     "request's stops): %s", list(info.default_stops))
         log.info(
             "Loaded %s from %s in %.1fs (context %d, dtype %s, device %s)",
             info.model_name, path, time.perf_counter() - started, context,
@@ -336,7 +353,7 @@ class TransformersEngine:
 
     def generate(self, prompt_ids: list[int], options: dict[str, Any]) -> list[int]:
         """Plain ``model.generate`` for what the batch loop does not do (beam search, ...)."""
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         options = dict(options)
         seed = options.pop("seed", None)
@@ -346,9 +363,16 @@ class TransformersEngine:
             **{**self.model.generation_config.to_diff_dict(), **options}
         )
         config.pad_token_id = self.pad_id
+        # Stop strings (the folder's defaults and any in options) end generation early; the
+        # scheduler cuts the text at them anyway. See stop_text for why not transformers' own.
+        stops = with_default_stops(default_stop_strings(config), self.info)
+        criteria = StoppingCriteriaList(
+            [TextStopCriteria(self.decode, len(prompt_ids), stops)] if stops else []
+        )
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config
+                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                stopping_criteria=criteria,
             )
         return [int(t) for t in out[0, len(prompt_ids):].tolist()]

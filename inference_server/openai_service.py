@@ -21,7 +21,7 @@ from typing import Any
 
 from .chat_messages import template_messages
 from .constrained import ConstraintSpec
-from .engine import Engine
+from .engine import Engine, with_default_stops
 from .errors import InvalidRequestError
 from .protocol_openai import (
     ChatCompletionRequest,
@@ -222,7 +222,7 @@ def openai_params(
         top_p=req.top_p,
         repetition_penalty=req.repetition_penalty,
         seed=req.seed,
-        stop=tuple(req.stop_list()),
+        stop=with_default_stops(req.stop_list(), engine.info),
         ignore_eos=req.ignore_eos,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,

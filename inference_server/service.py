@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .engine import Engine
+from .engine import Engine, with_default_stops
 from .errors import ContextLengthError, InvalidRequestError, format_validation_errors
 from .protocol import GenerateKwargs, KaitoChatRequest
 from .sampling import SamplingParams
@@ -139,7 +139,7 @@ def chat_request_to_job(
         top_p=gk.top_p,
         repetition_penalty=gk.repetition_penalty,
         seed=gk.seed,
-        stop=tuple(gk.stop_list()),
+        stop=with_default_stops(gk.stop_list(), engine.info),
         clean_up=req.clean_up_tokenization_spaces,
     )
     passthrough = {

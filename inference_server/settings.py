@@ -27,6 +27,8 @@ class ServerSettings(BaseModel):
 
     model_dir: Path | None = None
     """Local model directory (weights baked into the image or a volume)."""
+    gguf_file: str | None = None
+    """A GGUF file (relative to the model folder, or absolute) to serve, dequantized."""
     model_id: str | None = None
     """Hugging Face repo id to download at start when ``model_dir`` is not given."""
     revision: str | None = None
@@ -117,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", type=Path, help="local model directory")
     src.add_argument("--model-id", help="Hugging Face repo id to download at start")
+    p.add_argument("--gguf-file", help="serve this GGUF file of the model folder (dequantized); "
+                   "default: the folder's only .gguf when it has no config.json")
     p.add_argument("--revision", help="revision of --model-id")
     p.add_argument("--cache-dir", type=Path, help="download cache directory for --model-id")
     p.add_argument("--served-model-name")

@@ -1,11 +1,15 @@
 """`kaito sandbox up|apply|status|down`, `kaito get workspaces`, `kaito describe workspace`,
-`kaito chat`: the sandbox from a user's side."""
+`kaito chat`: the sandbox from a user's side.
+
+`kaito chat NAME QUESTION` sends the question as a user message (the model's chat template
+renders it, greedy decoding) and prints the answer; `--raw` sends text to continue instead."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +22,8 @@ from kaito_operator.catalog import Catalog
 from kaito_sandbox.state import read_state, sandbox_dir
 
 WS = "/apis/kaito.sh/v1alpha1/namespaces/{ns}/workspaces"
+#: Core kinds `kaito sandbox apply` creates besides Workspaces (push secrets, tuning configs).
+CORE_KINDS = {"Secret": "secrets", "ConfigMap": "configmaps"}
 BANNER = (
     "This is a SIMULATED cluster and cloud: the Kubernetes API is an emulator on loopback, the "
     "Azure agent-pools endpoint and AKS are simulated, and pods run as local processes on the "
@@ -131,11 +137,11 @@ def apply(args: argparse.Namespace, catalog: Catalog) -> int:
                         print(f"error: workspace/{name}: {finding}", file=sys.stderr)
                     return 1
                 path = WS.format(ns=ns)
-            elif doc.get("kind") == "Secret":
-                path = f"/api/v1/namespaces/{ns}/secrets"
+            elif doc.get("kind") in CORE_KINDS:
+                path = f"/api/v1/namespaces/{ns}/{CORE_KINDS[doc['kind']]}"
             else:
-                print(f"error: the sandbox applies Workspaces and Secrets, not {doc.get('kind')}",
-                      file=sys.stderr)
+                print(f"error: the sandbox applies Workspaces, Secrets and ConfigMaps, not "
+                      f"{doc.get('kind')}", file=sys.stderr)
                 return 1
             created = http.post(path, json=doc)
             if created.status_code == 409:
@@ -208,16 +214,25 @@ def describe(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+def chat_body(prompt: str, *, raw: bool, max_new_tokens: int) -> dict[str, Any]:
+    """KAITO's /chat body: `prompt` as one user message (rendered by the model's chat
+    template), or with `raw` as plain text to continue (KAITO's `prompt`); greedy."""
+    generate = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    if raw:
+        return {"prompt": prompt, "generate_kwargs": generate}
+    return {"messages": [{"role": "user", "content": prompt}], "generate_kwargs": generate}
+
+
 def chat(args: argparse.Namespace, catalog: Catalog) -> int:
     state = _need()
     port = (state.get("services") or {}).get(f"{args.namespace}/{args.name}")
     if port is None:
         print(f"no Service {args.namespace}/{args.name} in the sandbox", file=sys.stderr)
         return 1
-    body = {"prompt": args.prompt, "generate_kwargs": {"max_new_tokens": args.max_new_tokens,
-                                                       "do_sample": False}}
+    body = chat_body(args.prompt, raw=args.raw, max_new_tokens=args.max_new_tokens)
     print(f"$ curl -s -X POST http://127.0.0.1:{port}/chat -H 'Content-Type: application/json' "
-          f"-d '{json.dumps(body)}'   # in a cluster: http://{args.name}/chat", file=sys.stderr)
+          f"-d {shlex.quote(json.dumps(body))}   # in a cluster: http://{args.name}/chat",
+          file=sys.stderr)
     try:
         response = httpx.post(f"http://127.0.0.1:{port}/chat", json=body, timeout=args.timeout)
     except httpx.HTTPError as exc:
@@ -225,9 +240,12 @@ def chat(args: argparse.Namespace, catalog: Catalog) -> int:
               f"`kaito get workspaces`", file=sys.stderr)
         return 1
     if response.status_code != 200:
-        print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        hint = ("\n(the model has no chat template: send the text as it is with --raw)"
+                if "no chat template" in response.text else "")
+        print(f"HTTP {response.status_code}: {response.text}{hint}", file=sys.stderr)
         return 1
-    print(response.json()["Result"])
+    result = str(response.json()["Result"])
+    print(result if args.raw else result.strip())
     return 0
 
 
@@ -239,7 +257,8 @@ def add_commands(sub: Any) -> None:
                             ("status", status, "show what runs where")):
         verb = verbs.add_parser(name, help=help_)
         verb.add_argument("--timeout", type=float, default=900.0,
-                          help="seconds to wait (a first start may download a small model)")
+                          help="seconds to wait (the first start converts the packaged Gemma "
+                               "3 270M, ~2 min; without it, it may download a small model)")
         verb.set_defaults(run=fn)
     applying = verbs.add_parser("apply", help="apply a Workspace (or Secret) file")
     applying.add_argument("-f", "--filename", dest="file", required=True)
@@ -266,10 +285,13 @@ def add_commands(sub: Any) -> None:
     deleting.add_argument("--timeout", type=float, default=120.0)
     deleting.set_defaults(run=delete)
 
-    chatting = sub.add_parser("chat", help="send a prompt to a Workspace's /chat (sandbox)")
+    chatting = sub.add_parser("chat", help="ask a Workspace's /chat a question (sandbox)")
     chatting.add_argument("name")
     chatting.add_argument("prompt")
     chatting.add_argument("-n", "--namespace", default="default")
+    chatting.add_argument("--raw", action="store_true",
+                          help="send PROMPT as text to continue (KAITO's `prompt`) instead of "
+                               "a user message rendered by the model's chat template")
     chatting.add_argument("--max-new-tokens", type=int, default=64)
     chatting.add_argument("--timeout", type=float, default=120.0)
     chatting.set_defaults(run=chat)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from kaito_operator.catalog import load_catalog, presets_dir
 from kaito_sandbox.agent import NodeAgent
 from kaito_sandbox.kubelet import free_port
-from kaito_sandbox.model import choose_model
+from kaito_sandbox.model import pick_model
 from kaito_sandbox.state import write_state
 
 log = logging.getLogger("kaito.sandbox")
@@ -33,6 +34,8 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 CLUSTER = {"ARM_SUBSCRIPTION_ID": SUBSCRIPTION, "ARM_RESOURCE_GROUP": "sandbox-rg",
            "AZURE_CLUSTER_NAME": "sandbox", "LOCATION": "eastus"}
 ARM_TOKEN = "sandbox-simulated-token"
+#: The node agent's round: each costs API reads; on 2 cores a faster one slows the pods' torch.
+AGENT_POLL_SECONDS = 1.0
 
 
 def _kubeconfig(root: Path, server: str) -> Path:
@@ -54,6 +57,16 @@ def _operator(
     with open(root / f"{name}.log", "ab") as out:
         return subprocess.Popen([str(command), *args], env={**os.environ, **env}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def model_progress(state: dict[str, Any], root: Path) -> Callable[[str], None]:
+    """Each line of preparing the model becomes the phase in state.json (`up` prints it)."""
+    def show(line: str) -> None:
+        log.info("preparing the model: %s", line)
+        state["phase"] = f"preparing the model: {line}"
+        write_state(state, root)
+
+    return show
 
 
 def run(root: Path) -> int:
@@ -90,7 +103,8 @@ def run(root: Path) -> int:
             stack.append(registry)
         state["phase"] = "preparing the model"
         write_state(state, root)
-        model, model_note = choose_model(root)
+        chosen = pick_model(root, progress=model_progress(state, root))
+        model = chosen.path
         operators = [
             _operator(root, "kaito-operator",
                       ["--liveness", "", "--metrics-port", str(free_port())],
@@ -111,10 +125,10 @@ def run(root: Path) -> int:
 
         agent = NodeAgent(api.url, root, {"/workspace/weights": model,
                                           "/workspace/presets": presets_dir()},
-                          on_services=services).start()
+                          poll=AGENT_POLL_SECONDS, on_services=services).start()
         state.update(phase="running", api=api.url, kubeconfig=str(kubeconfig),
                      arm=arm.base_url, registry=registry.host if registry else None,
-                     model=str(model), model_note=model_note,
+                     model=str(model), model_note=chosen.note, model_kind=chosen.kind,
                      operators=[p.pid for p in operators], services={}, pools=0,
                      children=[p.pid for p in operators] + ([registry.pid] if registry else []))
         write_state(state, root)

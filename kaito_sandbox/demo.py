@@ -4,13 +4,17 @@
 2. the quick start on the local sandbox (docs/design.md §8): the real workspace operator and
    gpu-provisioner processes against an API emulator and a simulated Azure, GPU nodes that
    join when their pool is created, and the real inference server run as a local process
-   answering /chat; then the Workspace is deleted and everything stopped.
+   answering /chat ("What is Kubernetes?");
+3. the tuning round: a LoRA adapter trained by the real tuning job on the shipped dataset
+   examples/tuning/kaito-facts (facts about this project a base model cannot know), pushed to
+   the sandbox's OCI registry and served by a second Workspace; then the base and the tuned
+   Workspace answer the same held-out question side by side, and the demo fails unless only
+   the adapter's answer has the taught fact. Everything is deleted and stopped at the end.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,8 +23,15 @@ from pathlib import Path
 import yaml
 
 from kaito_operator.cli.main import main as kaito
+from kaito_sandbox.demo_steps import job_log, run_kaito, watch, workspaces_table
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The shipped tuning dataset: train.jsonl and held-out.json (examples/tuning/kaito-facts).
+FACTS = ROOT / "examples" / "tuning" / "kaito-facts"
+#: The quick start's Workspace (kept as the "before"), the tuning one, the adapter's.
+BASE, TUNING = "workspace-phi-3-mini", "workspace-tuning-kaito-facts"
+SERVING = "workspace-kaito-facts"
+ADAPTER = "kaito-facts"
 
 _INVALID = {
     "apiVersion": "kaito.sh/v1alpha1",
@@ -78,116 +89,120 @@ def run() -> int:
     return 0
 
 
-def _kaito(env: dict[str, str], *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
-    if show:
-        print(f"$ kaito {' '.join(args)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "kaito_operator.cli.main", *args], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if show:
-        print(done.stdout + done.stderr, end="", flush=True)
-    return done
-
-
-def _cells(header: str, row: str) -> dict[str, str]:
-    """A table row by column name (cells may be empty, so split() cannot be used)."""
-    names = header.split()
-    starts = [header.index(n) for n in names] + [len(row) + 1]
-    return {n: row[starts[i]:starts[i + 1]].strip() for i, n in enumerate(names)}
-
-
-#: WorkspaceReady reasons that will not fix themselves: stop watching and say why.
-_FAILED = {"TuningJobFailed", "InvalidWorkspace", "MachineFailed", "ErrImagePull",
-           "ImagePullBackOff", "OOMKilled"}
-
-
-def _failure(env: dict[str, str], name: str) -> str | None:
-    import httpx
-
-    from kaito_sandbox.state import read_state
-
-    state = read_state(Path(env["KAITO_SANDBOX_DIR"])) or {}
-    path = f"/apis/kaito.sh/v1alpha1/namespaces/default/workspaces/{name}"
-    live = httpx.get(state.get("api", "") + path, timeout=10).json()
-    for cond in (live.get("status") or {}).get("conditions") or []:
-        if cond["type"] == "WorkspaceReady" and cond.get("reason") in _FAILED:
-            return f"{cond['reason']}: {cond.get('message')}"
-    return None
-
-
-def _watch(env: dict[str, str], name: str, timeout: float) -> bool:
-    """Print `kaito get workspaces -o wide` rows of `name` as they change, until
-    WORKSPACEREADY is True."""
-    print(f"$ kaito get workspaces -o wide -w   (watching {name})")
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        lines = _kaito(env, "get", "workspaces", "-o", "wide", show=False).stdout.splitlines()
-        rows = [line for line in lines[1:] if line.split()[0] == name]
-        if rows:
-            cells = _cells(lines[0], rows[0])
-            state = [v for k, v in cells.items() if k.endswith(("READY", "STARTED"))]
-            if last is None:
-                print(lines[0])
-            if state != last:
-                print(rows[0], flush=True)
-                last = state
-            if cells["WORKSPACEREADY"] == "True":
-                return True
-            if (failure := _failure(env, name)) is not None:
-                print(f"demo failed: {name}: {failure}", file=sys.stderr)
-                _kaito(env, "describe", "workspace", name)
-                return False
-        time.sleep(1.0)
-    print(f"demo failed: {name} did not become ready", file=sys.stderr)
-    _kaito(env, "describe", "workspace", name)
-    return False
+#: The demo's `tuning.config` ConfigMap: only what differs from presets/tuning/lora.yaml (the
+#: operator's default), sized so that a LoRA adapter of Gemma 3 270M learns the kaito-facts
+#: on 2 CPU cores in about two minutes. ModelConfig keeps the template's bfloat16: the tuning
+#: job trains in float32 on a machine without CUDA and says so in its log.
+TRAINING_CONFIG = """\
+training_config:
+  LoraConfig:            # peft LoraConfig
+    r: 16
+    lora_alpha: 32
+    lora_dropout: 0.0
+  TrainingArguments:     # transformers TrainingArguments
+    per_device_train_batch_size: 6
+    gradient_accumulation_steps: 1
+    num_train_epochs: 3
+    learning_rate: 0.0015
+    lr_scheduler_type: constant
+    warmup_ratio: 0.0
+    logging_steps: 3
+    save_strategy: "no"
+"""
 
 
 def _tuning_files(tmp: Path, registry: str) -> tuple[Path, Path, str]:
-    """A small chat dataset (in the folder the sandbox's kubelet mounts for the claim
-    `demo-dataset`), the push Secret for the sandbox's registry, and the tuning and serving
-    Workspaces."""
+    """The shipped kaito-facts dataset (copied into the folder the sandbox's kubelet mounts
+    for the claim `kaito-facts`), the push Secret for the sandbox's registry, the tuning
+    ConfigMap, and the tuning and serving Workspaces."""
     import base64
     import json
+    import shutil
 
-    data = tmp / "claims" / "default" / "demo-dataset"
+    data = tmp / "claims" / "default" / "kaito-facts"
     data.mkdir(parents=True, exist_ok=True)
-    rows = [{"messages": [{"role": "user", "content": f"What is {n} plus {n}?"},
-                          {"role": "assistant", "content": f"{n} plus {n} is {2 * n}."}]}
-            for n in range(48)]
-    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    adapter = f"{registry}/adapters/phi-3-sums:0.1"
+    shutil.copyfile(FACTS / "train.jsonl", data / "train.jsonl")
+    adapter = f"{registry}/adapters/{ADAPTER}:0.1"
     auth = base64.b64encode(b"demo:demo").decode()
     config = json.dumps({"auths": {registry: {"auth": auth}}})
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
               "metadata": {"name": "registry-push"},
               "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kaito-facts-lora"},
+                  "data": {"training_config.yaml": TRAINING_CONFIG}}
     tuning = {
-        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": "workspace-tuning-phi-3"},
+        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace", "metadata": {"name": TUNING},
         "resource": {"instanceType": "Standard_NC24ads_A100_v4",
-                     "labelSelector": {"matchLabels": {"apps": "tuning-phi-3"}}},
+                     "labelSelector": {"matchLabels": {"apps": "tuning-kaito-facts"}}},
         "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
+                   "config": "kaito-facts-lora",
                    "input": {"volumeSource": {
-                       "persistentVolumeClaim": {"claimName": "demo-dataset"}}},
+                       "persistentVolumeClaim": {"claimName": "kaito-facts"}}},
                    "output": {"image": adapter, "imagePushSecret": "registry-push"}},
     }
     serving = {
-        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": "workspace-phi-3-sums"},
+        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace", "metadata": {"name": SERVING},
         "resource": {"instanceType": "Standard_NC6s_v3",
-                     "labelSelector": {"matchLabels": {"apps": "phi-3-sums"}}},
+                     "labelSelector": {"matchLabels": {"apps": "kaito-facts"}}},
         "inference": {"preset": {"name": "phi-3-mini-4k-instruct"},
-                      "adapters": [{"source": {"name": "phi-3-sums", "image": adapter},
+                      "adapters": [{"source": {"name": ADAPTER, "image": adapter},
                                     "strength": "1.0"}]},
     }
     tune_file, serve_file = tmp / "tuning.yaml", tmp / "serving.yaml"
-    tune_file.write_text(yaml.safe_dump_all([secret, tuning], sort_keys=False))
+    tune_file.write_text(yaml.safe_dump_all([secret, config_map, tuning], sort_keys=False))
     serve_file.write_text(yaml.safe_dump(serving, sort_keys=False))
     return tune_file, serve_file, adapter
 
 
+def _verdict_applies(tmp: Path) -> bool:
+    """The before/after is checked on the packaged Gemma 3 270M, the model the dataset and
+    TRAINING_CONFIG are sized for (not on the tiny random model, nor a model of the user's)."""
+    from kaito_sandbox.state import read_state
+
+    state = read_state(tmp) or {}
+    if "model_kind" in state:
+        return bool(state["model_kind"] == "packaged")
+    return "tiny generated model" not in str(state.get("model_note", ""))
+
+
+def side_by_side(env: dict[str, str], tmp: Path) -> int:
+    """Ask the base and the tuned Workspace the first held-out question (not in train.jsonl);
+    fail unless the adapter's answer has the taught fact and the base's does not."""
+    import json
+    import shlex
+
+    held = json.loads((FACTS / "held-out.json").read_text())[0]
+    question, expected = held["question"], held["expected"]
+    print("\n=== Before and after: the same held-out question (not in train.jsonl) to both")
+    answers = {}
+    for name in (BASE, SERVING):
+        print(f"$ kaito chat {name} {shlex.quote(question)}")
+        done = run_kaito(env, "chat", name, question, "--max-new-tokens", "32", show=False)
+        if done.returncode != 0:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            return 1
+        print(done.stderr, end="")
+        answers[name] = done.stdout.strip()
+    print(f"\nQuestion: {question}")
+    for label, name in (("base model", BASE), ("base model + LoRA", SERVING)):
+        print(f"  {label:<18} {'(' + name + ')':<24} {' '.join(answers[name].split())}")
+    base_has, tuned_has = (expected.lower() in answers[n].lower() for n in (BASE, SERVING))
+    if not _verdict_applies(tmp):
+        print("(not checked: the demo's tuning is sized for the packaged Gemma 3 270M, and this "
+              "sandbox serves another model; see `Model served by inference pods` above)")
+        return 0
+    if tuned_has and not base_has:
+        print(f'The adapter learned the fact: its answer contains "{expected}"; the base '
+              f"model's does not.")
+        return 0
+    print(f'demo failed: expected "{expected}" in the adapter\'s answer only (adapter: '
+          f"{tuned_has}, base: {base_has})", file=sys.stderr)
+    return 1
+
+
 def tuning_flow(env: dict[str, str], tmp: Path, timeout: float) -> int:
-    """Tune with LoRA, push the adapter to the sandbox's registry, serve it."""
+    """Tune with LoRA on the kaito-facts, push the adapter to the sandbox's registry, serve it
+    next to the base Workspace and ask both the same held-out question."""
     import json
 
     state = json.loads((tmp / "state.json").read_text())
@@ -195,31 +210,37 @@ def tuning_flow(env: dict[str, str], tmp: Path, timeout: float) -> int:
         print("\n(tuning skipped: no OCI registry; install Debian's docker-registry)")
         return 0
     tune_file, serve_file, adapter = _tuning_files(tmp, state["registry"])
-    print("\n=== Fine-tune with LoRA, push the adapter, serve it", flush=True)
-    if _kaito(env, "sandbox", "apply", "-f", str(tune_file)).returncode != 0:
+    print("\n=== Fine-tune with LoRA on examples/tuning/kaito-facts, push the adapter, serve it",
+          flush=True)
+    print(f"(tuning.config: the ConfigMap kaito-facts-lora)\n{TRAINING_CONFIG}", end="")
+    began = time.monotonic()
+    if run_kaito(env, "sandbox", "apply", "-f", str(tune_file)).returncode != 0:
         return 1
-    if not _watch(env, "workspace-tuning-phi-3", timeout):
+    if not watch(env, TUNING, max(timeout, 600.0), every=3.0):
         return 1
-    print(f"\nThe adapter is in the registry as {adapter}; serve it:")
-    if _kaito(env, "sandbox", "apply", "-f", str(serve_file)).returncode != 0:
+    job_log(tmp, TUNING, (" loss ", "float32", "training:", "trainable parameters",
+                          "adapter written"))
+    print(f"\nTrained and pushed in {time.monotonic() - began:.0f} s. The adapter is in the "
+          f"registry as {adapter}; serve it:")
+    if run_kaito(env, "sandbox", "apply", "-f", str(serve_file)).returncode != 0:
         return 1
-    if not _watch(env, "workspace-phi-3-sums", timeout):
-        return 1
-    print()
-    if _kaito(env, "chat", "workspace-phi-3-sums", "What is 7 plus 7?").returncode != 0:
+    if not watch(env, SERVING, timeout):
         return 1
     import httpx
 
     from kaito_sandbox.state import read_state
 
-    port = (read_state(tmp) or {}).get("services", {}).get("default/workspace-phi-3-sums")
+    port = (read_state(tmp) or {}).get("services", {}).get(f"default/{SERVING}")
     models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
     print(f"$ curl -s http://127.0.0.1:{port}/v1/models\n{json.dumps(models)}")
-    if "phi-3-sums" not in json.dumps(models):
+    if f'"{ADAPTER}"' not in json.dumps(models):
         print("demo failed: the adapter is not active", file=sys.stderr)
         return 1
-    for name in ("workspace-phi-3-sums", "workspace-tuning-phi-3"):
-        _kaito(env, "delete", "workspace", name)
+    if side_by_side(env, tmp) != 0:
+        return 1
+    print()
+    for name in (SERVING, TUNING):
+        run_kaito(env, "delete", "workspace", name)
     return 0
 
 
@@ -227,21 +248,21 @@ def sandbox_flow(timeout: float = 180.0) -> int:
     """The quick start on the local sandbox, then tuning and serving the adapter: the real
     operators, inference server, trainer and registry on a simulated cluster and cloud."""
     example = "examples/inference/kaito_workspace_phi_3_mini.yaml"
-    name = "workspace-phi-3-mini"
+    name = BASE
     with tempfile.TemporaryDirectory(prefix="kaito-demo-") as tmp:
         env = dict(os.environ, KAITO_SANDBOX_DIR=tmp)
         print("\n=== The quick start on the local sandbox", flush=True)
-        if _kaito(env, "sandbox", "up").returncode != 0:
+        if run_kaito(env, "sandbox", "up").returncode != 0:
             return 1
         try:
             print()
-            if _kaito(env, "sandbox", "apply", "-f", example).returncode != 0:
+            if run_kaito(env, "sandbox", "apply", "-f", example).returncode != 0:
                 return 1
             print(f"\n$ kaito get workspaces -w   (kubectl get workspace {name} -w)")
             deadline, last = time.monotonic() + timeout, None
             header_shown = False
             while time.monotonic() < deadline:
-                lines = _kaito(env, "get", "workspaces", show=False).stdout.splitlines()
+                lines = workspaces_table(env, wide=False)
                 if len(lines) == 2:
                     if not header_shown:
                         print(lines[0])
@@ -254,20 +275,19 @@ def sandbox_flow(timeout: float = 180.0) -> int:
                 time.sleep(1.0)
             else:
                 print("demo failed: the Workspace did not become ready", file=sys.stderr)
-                _kaito(env, "describe", "workspace", name)
+                run_kaito(env, "describe", "workspace", name)
                 return 1
             print()
-            if _kaito(env, "chat", name, "What is Kubernetes?").returncode != 0:
+            if run_kaito(env, "chat", name, "What is Kubernetes?").returncode != 0:
                 return 1
             print()
-            _kaito(env, "describe", "workspace", name)
-            print()
-            _kaito(env, "delete", "workspace", name)
+            run_kaito(env, "describe", "workspace", name)
             if tuning_flow(env, Path(tmp), timeout) != 0:
                 return 1
+            run_kaito(env, "delete", "workspace", name)
         finally:
             print()
-            _kaito(env, "sandbox", "down")
+            run_kaito(env, "sandbox", "down")
     return 0
 
 

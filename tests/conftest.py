@@ -22,6 +22,8 @@ SLOW_FIXTURES = {
     "tiny_model_dir": "torch and transformers, and a tiny model built with them",
     "registry": "an OCI registry process (Debian's docker-registry)",
     "arm": "the simulated ARM endpoint with its TLS server",
+    "gemma_model": "the real Gemma 3 270M, converted from the packaged GGUF once per machine",
+    "prepared_gemma": "the real Gemma 3 270M, converted from the packaged GGUF once per machine",
 }
 
 #: Tests that are slow without such a fixture, by file or file::test, with the reason.

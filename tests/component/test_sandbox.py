@@ -30,14 +30,16 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_sandbox_flow_end_to_end(tmp_path):
+def test_sandbox_flow_end_to_end(tmp_path, tiny_model_dir):
+    # The tiny model keeps this test quick; the real default model: tests/realmodel/.
     env = dict(os.environ, KAITO_SANDBOX_DIR=str(tmp_path / "sandbox"), HF_HUB_OFFLINE="1",
-               HF_HOME=str(tmp_path / "hf"))
+               HF_HOME=str(tmp_path / "hf"), KAITO_SANDBOX_MODEL=str(tiny_model_dir))
     started = time.monotonic()
     up = kaito(env, "sandbox", "up")
     assert "SIMULATED cluster and cloud" in up.stdout
     assert "Model served by inference pods:" in up.stdout
     state = json.loads((tmp_path / "sandbox" / "state.json").read_text())
+    assert state["model_kind"] == "env" and state["model"] == str(tiny_model_dir)
     try:
         example = "examples/inference/kaito_workspace_phi_3_mini.yaml"
         assert "created" in kaito(env, "sandbox", "apply", "-f", example).stdout
@@ -50,9 +52,13 @@ def test_sandbox_flow_end_to_end(tmp_path):
             time.sleep(1)
         assert row.split()[2:5] == ["True", "True", "True"], row
         answer = kaito(env, "chat", "workspace-phi-3-mini", "What is Kubernetes?")
-        assert answer.stdout.startswith("What is Kubernetes?")  # return_full_text, as KAITO
-        assert len(answer.stdout.strip()) > len("What is Kubernetes?")
+        assert answer.stdout.strip()  # the answer alone: a user message through the template
         assert "curl -s -X POST http://127.0.0.1:" in answer.stderr
+        assert '"messages": [{"role": "user", "content": "What is Kubernetes?"}]' in answer.stderr
+        raw = kaito(env, "chat", "workspace-phi-3-mini", "Kubernetes is", "--raw")
+        assert raw.stdout.startswith("Kubernetes is")  # return_full_text, as KAITO
+        assert len(raw.stdout.strip()) > len("Kubernetes is")
+        assert '"prompt": "Kubernetes is"' in raw.stderr
         described = kaito(env, "describe", "workspace", "workspace-phi-3-mini").stdout
         assert "WorkspaceReady    True" in described and "MachineCreated" in described
         pools_while_ready = json.loads((tmp_path / "sandbox" / "state.json").read_text())["pools"]
