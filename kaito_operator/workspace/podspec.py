@@ -194,16 +194,14 @@ def inference_pod_spec(
     sku: GpuSku | None,
     settings: Settings,
     nodes: list[str],
-    multi_node: bool,
 ) -> dict[str, Any]:
     """The pod of the inference Deployment/StatefulSet, `restricted` and sized from the SKU."""
     adapters = list((ws.inference.adapters if ws.inference else None) or [])
     image = preset_image(ws, preset, settings)
     gpus = gpus_per_node(preset, sku)
     share = sizing.host_share(sku, preset)
-    ports = [{"name": "http", "containerPort": HTTP_PORT}]
-    if multi_node:
-        ports.append({"name": "torch", "containerPort": TORCH_PORT})
+    ports = [{"name": "http", "containerPort": HTTP_PORT},
+             {"name": "torch", "containerPort": TORCH_PORT}]  # the Service's 29500, always
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, tmp_mount()]
     volumes = scratch_volumes(sizing.tmp_gib(len(adapters)), share)
     env = [{"name": "HF_HUB_OFFLINE", "value": "1" if settings.weights == "image" else "0"},

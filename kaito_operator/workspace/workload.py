@@ -86,7 +86,7 @@ def preset_template(
     nodes: list[str],
 ) -> dict[str, Any]:
     multi = uses_statefulset(ws, preset)
-    spec = inference_pod_spec(ws, preset, sku, settings, nodes, multi)
+    spec = inference_pod_spec(ws, preset, sku, settings, nodes)
     if multi:
         spec["containers"][0]["env"] += _distributed_env(ws)
     return _with_hash({"metadata": {"labels": {WORKSPACE_LABEL: ws.name}}, "spec": spec})
@@ -159,11 +159,11 @@ def _target_port(template: dict[str, Any]) -> int:
 
 
 def build_service(ws: Workspace, template: dict[str, Any], multi_node: bool) -> dict[str, Any]:
+    """80 → the server's port and 29500 → 29500 (torch's rendezvous), on every inference
+    Service, single-node too, as KAITO's quick start shows them (`80/TCP,29500/TCP`)."""
     ports = [{"name": "http", "port": SERVICE_PORT, "targetPort": _target_port(template),
-              "protocol": "TCP"}]
-    if multi_node:
-        ports.append({"name": "torch", "port": TORCH_PORT, "targetPort": TORCH_PORT,
-                      "protocol": "TCP"})
+              "protocol": "TCP"},
+             {"name": "torch", "port": TORCH_PORT, "targetPort": TORCH_PORT, "protocol": "TCP"}]
     lb = (ws.metadata.annotations or {}).get(ENABLE_LB_ANNOTATION, "").lower() == "true"
     spec: dict[str, Any] = {
         "type": "LoadBalancer" if lb else "ClusterIP",

@@ -246,7 +246,11 @@ def test_workloads_and_services(catalog):
     service = build_service(ws, template, multi_node=False)
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"}]
+        {"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"},
+        {"name": "torch", "port": 29500, "targetPort": 29500, "protocol": "TCP"}]
+    container = template["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "http", "containerPort": 5000},
+                                  {"name": "torch", "containerPort": 29500}]
 
 
 def test_multi_node_workload(catalog):
