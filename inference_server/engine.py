@@ -212,17 +212,17 @@ class TransformersEngine:
             context_length=context,
             adapters=adapters,
             adapter_combination=settings.adapter_combination if adapters else None,
-            default_stops=default_stop_strings(model.generation_config),
         )
-        if info.default_stops:
+        engine = cls(model, tokenizer, info)  # reads the folder's default stop strings
+        if engine.info.default_stops:
             log.info("Default stop strings (from generation_config.json, added to every "
-                     "request's stops): %s", list(info.default_stops))
+                     "request's stops): %s", list(engine.info.default_stops))
         log.info(
             "Loaded %s from %s in %.1fs (context %d, dtype %s, device %s)",
             info.model_name, path, time.perf_counter() - started, context,
             next(model.parameters()).dtype, model.device,
         )
-        return cls(model, tokenizer, info)
+        return engine
 
     def _cache_is_plain(self) -> bool:
         """Continuous batching needs full attention (one window for all layers at most): probe.

