@@ -46,6 +46,7 @@ class Kind:
 
 WORKSPACES = Kind("kaito.sh", "v1alpha1", "workspaces", "Workspace", True)
 MACHINES = Kind("karpenter.sh", "v1alpha5", "machines", "Machine", False)
+NODECLAIMS = Kind("karpenter.sh", "v1", "nodeclaims", "NodeClaim", False)
 NODES = Kind("", "v1", "nodes", "Node", False)
 PODS = Kind("", "v1", "pods", "Pod", True)
 SERVICES = Kind("", "v1", "services", "Service", True)

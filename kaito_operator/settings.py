@@ -64,6 +64,24 @@ class Settings(BaseModel):
     addresses (RFC 1918, 100.64/10, fc00::/7): in-cluster or private-endpoint stores and
     registries. Loopback, link-local and metadata addresses stay refused."""
 
+    node_provisioning: Literal["machine", "nodeclaim", "none"] = "machine"
+    """How missing GPU nodes are obtained: `machine` creates a `karpenter.sh/v1alpha5` Machine
+    per missing node (the gpu-provisioner before v0.3); `nodeclaim` creates a `karpenter.sh/v1`
+    NodeClaim (gpu-provisioner v0.3+ or Karpenter); `none` creates nothing and uses the Ready
+    nodes that carry the Workspace's labels (bring your own nodes)."""
+    nodeclaim_nodepool: str = Field(default="kaito", min_length=1, max_length=63)
+    """`nodeclaim` mode: the NodePool named by the `karpenter.sh/nodepool` label and
+    requirement of every NodeClaim."""
+    nodeclaim_node_class_group: str = Field(default="karpenter.azure.com", min_length=1)
+    """`nodeclaim` mode: `spec.nodeClassRef.group` (`karpenter.k8s.aws` on AWS)."""
+    nodeclaim_node_class_kind: str = Field(default="AKSNodeClass", min_length=1)
+    """`nodeclaim` mode: `spec.nodeClassRef.kind` (`EC2NodeClass` on AWS)."""
+    nodeclaim_node_class_name: str = Field(default="default", min_length=1)
+    """`nodeclaim` mode: `spec.nodeClassRef.name`, the NodeClass object to use."""
+    nodeclaim_sku_label: str = "karpenter.azure.com/sku-name"
+    """`nodeclaim` mode: the cloud's own instance-type key, required to equal the instance
+    type besides `node.kubernetes.io/instance-type` (empty: none; AWS needs none)."""
+
     @property
     def base_image_ref(self) -> str:
         return self.base_image or f"{self.image_registry}/kaito-base:{self.image_tag}"

@@ -6,6 +6,7 @@ schema the code assumes cannot drift apart.
 """
 
 from kaito_operator.api.machine import Machine
+from kaito_operator.api.nodeclaim import NodeClaim
 from kaito_operator.api.workspace import Workspace
 
-__all__ = ["Machine", "Workspace"]
+__all__ = ["Machine", "NodeClaim", "Workspace"]

@@ -41,6 +41,7 @@ __all__ = [
     "ApiFault",
     "KubeApiEmulator",
     "MACHINE",
+    "NODECLAIM",
     "RequestRecord",
     "ResourceType",
     "WORKSPACE",
@@ -72,13 +73,26 @@ MACHINE = ResourceType(
     singular="machine",
     subresources=("status",),
 )
+NODECLAIM = ResourceType(
+    group="karpenter.sh",
+    version="v1",
+    plural="nodeclaims",
+    kind="NodeClaim",
+    namespaced=False,
+    status_subresource=True,
+    custom=True,
+    singular="nodeclaim",
+    subresources=("status",),
+)
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def register_kaito_kinds(emulator: FaithfulKubernetesEmulator) -> None:
-    """Serve the Workspace and Machine custom resources (discovery is all kopf needs)."""
+    """Serve the Workspace, Machine and NodeClaim custom resources (discovery is all kopf
+    needs)."""
     emulator.register(WORKSPACE)
     emulator.register(MACHINE)
+    emulator.register(NODECLAIM)
 
 
 class KubeApiEmulator:
