@@ -66,10 +66,16 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/inference_throughput.py $(BENCH_ARGS)
 
+# The workspace chart carries the Workspace and Machine CRDs (crds/: installed once, never
+# deleted); the gpu-provisioner chart the Machine CRD (crds/) and the NodeClaim CRD as a file its
+# template installs unless Karpenter (or another release) owns it (crds.nodeClaim.install).
 crds: $(STAMP)
 	$(PY) -m kaito_operator.api.crd --write crds/
-	$(PY) -m kaito_operator.api.crd --write charts/kaito-workspace/crds/
+	$(PY) -m kaito_operator.api.crd --write charts/kaito-workspace/crds/ \
+		--only kaito.sh_workspaces.yaml --only karpenter.sh_machines.yaml
 	cp crds/karpenter.sh_machines.yaml charts/gpu-provisioner/crds/
+	mkdir -p charts/gpu-provisioner/files
+	cp crds/karpenter.sh_nodeclaims.yaml charts/gpu-provisioner/files/
 
 # Images (needs a Docker engine with BuildKit; not available on the development machines).
 REGISTRY ?= localhost:5000

@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 
 from kaito_operator.catalog import Catalog
-from kaito_sandbox.state import read_state, sandbox_dir
+from kaito_sandbox import provisioning
+from kaito_sandbox.state import alive, need_running, read_state, running_state, sandbox_dir
+from kaito_sandbox.up_options import add_node_options, daemon_options
+from kaito_sandbox.views import WS, describe, get
 
-WS = "/apis/kaito.sh/v1alpha1/namespaces/{ns}/workspaces"
 #: Core kinds `kaito sandbox apply` creates besides Workspaces (push secrets, tuning configs).
 CORE_KINDS = {"Secret": "secrets", "ConfigMap": "configmaps"}
 BANNER = (
@@ -31,38 +33,41 @@ BANNER = (
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def _running() -> dict[str, Any] | None:
-    state = read_state()
-    if state and state.get("phase") == "running" and _alive(int(state["pid"])):
-        return state
-    return None
+#: `--provisioner none`: no cloud at all, the GPU nodes are there from the start.
+BANNER_NONE = (
+    "This is a SIMULATED cluster: the Kubernetes API is an emulator on loopback, the GPU nodes "
+    "are simulated (joined at start, as a cluster's own GPU pool), and pods run as local "
+    "processes on the CPU. The workspace operator, the inference server and the tuning job are "
+    "the real ones."
+)
 
 
 def _need() -> dict[str, Any]:
-    state = _running()
-    if state is None:
-        raise SystemExit("the sandbox is not running: start it with `kaito sandbox up`")
-    return state
+    """The running sandbox's state, or exit saying how to start it."""
+    return need_running()
 
 
 def up(args: argparse.Namespace, catalog: Catalog) -> int:
-    if (state := _running()) is not None:
-        print(f"the sandbox is already running (API {state['api']})")
+    options = daemon_options(args, catalog)
+    if isinstance(options, str):
+        print(f"error: {options}", file=sys.stderr)
+        return 2
+    if (state := running_state()) is not None:
+        running = state.get("provisioner", provisioning.DEFAULT)
+        if running != args.provisioner:
+            print(f"error: the sandbox is already running with --provisioner {running} (API "
+                  f"{state['api']}); run `kaito sandbox down` first to start it with "
+                  f"--provisioner {args.provisioner}", file=sys.stderr)
+            return 1
+        print(f"the sandbox is already running with --provisioner {running} "
+              f"(API {state['api']})")
         return 0
     root = sandbox_dir()
     root.mkdir(parents=True, exist_ok=True)
     (root / "state.json").unlink(missing_ok=True)
     with open(root / "daemon.log", "ab") as out:
         subprocess.Popen([sys.executable, "-m", "kaito_sandbox.daemon", "--dir",
-                          str(root)], stdout=out, stderr=subprocess.STDOUT,
+                          str(root), *options], stdout=out, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + args.timeout
     said = None
@@ -72,9 +77,13 @@ def up(args: argparse.Namespace, catalog: Catalog) -> int:
             said = state.get("phase")
             print(f"sandbox: {said}...", flush=True)
         if state and state.get("phase") == "running":
-            print(BANNER)
+            mode = state.get("provisioner", provisioning.DEFAULT)
+            print(BANNER_NONE if mode == provisioning.NONE else BANNER)
             print(f"Kubernetes API: {state['api']} (kubeconfig: {state['kubeconfig']})")
             print(f"Model served by inference pods: {state['model_note']}")
+            print(f"Node provisioning: {provisioning.describe(mode)}")
+            if state.get("nodes"):
+                print(f"GPU nodes offered: {state['byo_nodes']}: {', '.join(state['nodes'])}")
             if not state.get("registry"):
                 print("No OCI registry (install Debian's docker-registry for tuning pushes).")
             else:
@@ -89,14 +98,14 @@ def up(args: argparse.Namespace, catalog: Catalog) -> int:
 
 def down(args: argparse.Namespace, catalog: Catalog) -> int:
     state = read_state()
-    if not state or not _alive(int(state.get("pid", 0))):
+    if not state or not alive(int(state.get("pid", 0))):
         print("the sandbox is not running")
         return 0
     os.kill(int(state["pid"]), signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline and _alive(int(state["pid"])):
+    while time.monotonic() < deadline and alive(int(state["pid"])):
         time.sleep(0.2)
-    left = [pid for pid in [state["pid"], *state.get("children", [])] if _alive(int(pid))]
+    left = [pid for pid in [state["pid"], *state.get("children", [])] if alive(int(pid))]
     if left:
         print(f"still running: {left}", file=sys.stderr)
         return 1
@@ -105,7 +114,7 @@ def down(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def status(args: argparse.Namespace, catalog: Catalog) -> int:
-    state = _running()
+    state = running_state()
     print(json.dumps(state, indent=2) if state else "the sandbox is not running")
     return 0 if state else 1
 
@@ -170,47 +179,9 @@ def delete(args: argparse.Namespace, catalog: Catalog) -> int:
             return 0
         time.sleep(0.3)
     if args.wait:
-        print("the Workspace is still being deleted (its Machines are going)", file=sys.stderr)
+        print("the Workspace is still being deleted (its Machines or NodeClaims are going)",
+              file=sys.stderr)
         return 1
-    return 0
-
-
-def get(args: argparse.Namespace, catalog: Catalog) -> int:
-    from kaito_operator.api.crd import workspace_crd
-    from kaito_operator.cli.columns import columns_table
-
-    state = _need()
-    items = httpx.get(state["api"] + WS.format(ns=args.namespace), timeout=10).json()["items"]
-    if not items:
-        print(f"No resources found in {args.namespace} namespace.")
-        return 0
-    sys.stdout.write(columns_table(workspace_crd(), items, wide=args.output == "wide"))
-    return 0
-
-
-def describe(args: argparse.Namespace, catalog: Catalog) -> int:
-    state = _need()
-    with httpx.Client(base_url=state["api"], timeout=10) as http:
-        response = http.get(f"{WS.format(ns=args.namespace)}/{args.name}")
-        if response.status_code == 404:
-            print(f'Error: workspaces "{args.name}" not found', file=sys.stderr)
-            return 1
-        ws = response.json()
-        events = http.get(f"/api/v1/namespaces/{args.namespace}/events").json()["items"]
-    meta = ws["metadata"]
-    print(f"Name:         {meta['name']}\nNamespace:    {meta['namespace']}")
-    print(f"Instance:     {ws['resource'].get('instanceType')} x {ws['resource'].get('count', 1)}")
-    kind = "inference" if "inference" in ws else "tuning"
-    print(f"Mode:         {kind}")
-    print(f"Worker nodes: {', '.join((ws.get('status') or {}).get('workerNodes') or []) or '-'}")
-    print("Conditions:\n  TYPE              STATUS  REASON                  MESSAGE")
-    for cond in (ws.get("status") or {}).get("conditions") or []:
-        print(f"  {cond['type']:<17} {cond['status']:<7} {cond.get('reason', ''):<23} "
-              f"{cond.get('message', '')}")
-    print("Events:\n  TYPE     REASON                  MESSAGE")
-    mine = [e for e in events if e["involvedObject"].get("name") == meta["name"]]
-    for event in sorted(mine, key=lambda e: int(e["metadata"]["resourceVersion"])):
-        print(f"  {event['type']:<8} {event['reason']:<23} {event['message']}")
     return 0
 
 
@@ -260,6 +231,8 @@ def add_commands(sub: Any) -> None:
                           help="seconds to wait (the first start converts the packaged Gemma "
                                "3 270M, ~2 min; without it, it may download a small model)")
         verb.set_defaults(run=fn)
+        if name == "up":
+            add_node_options(verb)
     applying = verbs.add_parser("apply", help="apply a Workspace (or Secret) file")
     applying.add_argument("-f", "--filename", dest="file", required=True)
     applying.add_argument("-n", "--namespace", default="default")
@@ -295,3 +268,4 @@ def add_commands(sub: Any) -> None:
     chatting.add_argument("--max-new-tokens", type=int, default=64)
     chatting.add_argument("--timeout", type=float, default=120.0)
     chatting.set_defaults(run=chat)
+

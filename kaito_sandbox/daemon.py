@@ -5,6 +5,10 @@ Simulated (there is no other way on one machine without a cloud): the Kubernetes
 the kubelet (pods run as local processes on CPU). Real: the `kaito-operator` and
 `kaito-gpu-provisioner` processes, the inference server, the adapter fetcher, the tuning job
 and an OCI registry (Debian's docker-registry, when installed).
+
+`--provisioner` picks the node-provisioning mode (kaito_sandbox/provisioning.py): `machine`
+and `nodeclaim` run the gpu-provisioner for that kind; `none` runs no gpu-provisioner, no
+simulated Azure, and joins Ready GPU nodes at start (kaito_sandbox/byo_nodes.py).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from kaito_operator.catalog import load_catalog, presets_dir
+from kaito_sandbox import provisioning
 from kaito_sandbox.agent import NodeAgent
+from kaito_sandbox.byo_nodes import DEFAULT_INSTANCE_TYPE, ByoNodes, join_nodes, offer, parse_label
 from kaito_sandbox.kubelet import free_port
 from kaito_sandbox.model import pick_model
 from kaito_sandbox.state import write_state
@@ -69,7 +76,21 @@ def model_progress(state: dict[str, Any], root: Path) -> Callable[[str], None]:
     return show
 
 
-def run(root: Path) -> int:
+def _provisioner(
+    root: Path, arm: Any, kubeconfig: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    return _operator(root, "kaito-gpu-provisioner",
+                     ["--liveness", "", "--metrics-port", str(free_port())],
+                     {**CLUSTER, "KUBECONFIG": str(kubeconfig), "ARM_ENDPOINT": arm.base_url,
+                      "ARM_CA_BUNDLE": str(arm.ca_path),
+                      "KAITO_SIMULATED_ARM_TOKEN": ARM_TOKEN,
+                      "PROVISIONER_POLL_INTERVAL": "1", "PROVISIONER_GC_GRACE_PERIOD": "60",
+                      **env})
+
+
+def run(root: Path, mode: str = provisioning.DEFAULT, byo: ByoNodes | None = None) -> int:
+    """The sandbox until SIGTERM; `byo` is what `none` mode offers (default: the quick
+    start's one Standard_NC6s_v3 node labelled apps=phi-3)."""
     from kaito_sandbox.sim.aks import SimulatedAks
     from kaito_sandbox.sim.arm import ArmSimulator
     from kaito_sandbox.sim.kube_api import KubeApiEmulator
@@ -79,22 +100,31 @@ def run(root: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     catalog = load_catalog()
-    state: dict[str, Any] = {"pid": os.getpid(), "phase": "starting"}
+    provisioner_env = provisioning.provisioner_env(mode)
+    state: dict[str, Any] = {"pid": os.getpid(), "phase": "starting", "provisioner": mode}
     write_state(state, root)
     stack: list[Any] = []
     try:
         api = KubeApiEmulator().start()
         stack.append(api)
         kubeconfig = _kubeconfig(root, api.url)
-        arm = ArmSimulator(token=ARM_TOKEN, lro_seconds=2.0, lro_polls=None).start()
-        stack.append(arm)
+        arm = None
+        if provisioner_env is not None:
+            arm = ArmSimulator(token=ARM_TOKEN, lro_seconds=2.0, lro_polls=None).start()
+            stack.append(arm)
 
-        def gpus(sku: str) -> int:
-            found = catalog.sku(sku)
-            return found.gpu_count if found else 1
+            def gpus(sku: str) -> int:
+                found = catalog.sku(sku)
+                return found.gpu_count if found else 1
 
-        aks = SimulatedAks(api.url, arm, gpus, apply_pool_labels=False).start()
-        stack.append(aks)
+            stack.append(SimulatedAks(api.url, arm, gpus, apply_pool_labels=False).start())
+        offered: list[str] = []
+        if mode == provisioning.NONE:
+            byo = byo or offer(catalog)
+            with httpx.Client(base_url=api.url, timeout=10) as http:
+                offered = join_nodes(http, byo)
+            log.info("GPU nodes offered (node provisioning none): %s", ", ".join(offered))
+            state.update(nodes=offered, byo_nodes=byo.describe())
         registry = None
         if Path("/usr/bin/docker-registry").exists():
             from kaito_sandbox.sim.registry import LocalRegistry
@@ -109,14 +139,10 @@ def run(root: Path) -> int:
             _operator(root, "kaito-operator",
                       ["--liveness", "", "--metrics-port", str(free_port())],
                       {"KUBECONFIG": str(kubeconfig), "KAITO_REQUEUE_SECONDS": "2",
-                       "KAITO_MAX_BATCH_SIZE": "4"}),
-            _operator(root, "kaito-gpu-provisioner",
-                      ["--liveness", "", "--metrics-port", str(free_port())],
-                      {**CLUSTER, "KUBECONFIG": str(kubeconfig), "ARM_ENDPOINT": arm.base_url,
-                       "ARM_CA_BUNDLE": str(arm.ca_path),
-                       "KAITO_SIMULATED_ARM_TOKEN": ARM_TOKEN,
-                       "PROVISIONER_POLL_INTERVAL": "1", "PROVISIONER_GC_GRACE_PERIOD": "60"}),
+                       "KAITO_MAX_BATCH_SIZE": "4", **provisioning.operator_env(mode)}),
         ]
+        if arm is not None and provisioner_env is not None:
+            operators.append(_provisioner(root, arm, kubeconfig, provisioner_env))
 
         def services(ports: dict[str, int]) -> None:
             if state.get("services") != ports:
@@ -127,14 +153,16 @@ def run(root: Path) -> int:
                                           "/workspace/presets": presets_dir()},
                           poll=AGENT_POLL_SECONDS, on_services=services).start()
         state.update(phase="running", api=api.url, kubeconfig=str(kubeconfig),
-                     arm=arm.base_url, registry=registry.host if registry else None,
+                     arm=arm.base_url if arm else None,
+                     registry=registry.host if registry else None,
                      model=str(model), model_note=chosen.note, model_kind=chosen.kind,
                      operators=[p.pid for p in operators], services={}, pools=0,
                      children=[p.pid for p in operators] + ([registry.pid] if registry else []))
         write_state(state, root)
-        log.info("sandbox running: API %s, ARM %s", api.url, arm.base_url)
+        log.info("sandbox running (node provisioning %s): API %s, ARM %s", mode, api.url,
+                 arm.base_url if arm else "-")
         while not stop.wait(0.5):
-            pools = len(arm.pools())
+            pools = len(arm.pools()) if arm else 0
             if pools != state["pools"]:
                 state["pools"] = pools  # agent pools in the simulated subscription
                 write_state(state, root)
@@ -164,12 +192,20 @@ def run(root: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kaito_sandbox.daemon")
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--provisioner", choices=provisioning.MODES, default=provisioning.DEFAULT)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--node-instance-type", default=DEFAULT_INSTANCE_TYPE)
+    parser.add_argument("--node-label", action="append", type=parse_label)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kopf", "httpx", "aiohttp.access", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return run(args.dir)
+    byo = None
+    if args.provisioner == provisioning.NONE:
+        labels = dict(args.node_label) if args.node_label else None
+        byo = offer(load_catalog(), args.nodes, args.node_instance_type, labels)
+    return run(args.dir, args.provisioner, byo)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,26 @@ def write_state(state: dict[str, Any], root: Path | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(path)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def running_state() -> dict[str, Any] | None:
+    """The state of the sandbox when its daemon is up and running, else None."""
+    state = read_state()
+    if state and state.get("phase") == "running" and alive(int(state["pid"])):
+        return state
+    return None
+
+
+def need_running() -> dict[str, Any]:
+    state = running_state()
+    if state is None:
+        raise SystemExit("the sandbox is not running: start it with `kaito sandbox up`")
+    return state

@@ -44,11 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=validate_command)
 
     render = sub.add_parser(
-        "render", help="print the Machines, Services and workload the controller would create"
+        "render",
+        help="print the node objects, Services and workload the controller would create",
     )
     render.add_argument("files", nargs="+", metavar="FILE", help="YAML files ('-' = stdin)")
     render.add_argument("-n", "--namespace", default="default",
                         help="namespace of Workspaces that name none")
+    render.add_argument(
+        "--node-provisioning", choices=["machine", "nodeclaim", "none"], default=None,
+        help="node objects to show: Machines, NodeClaims or none (default: the "
+             "KAITO_NODE_PROVISIONING environment variable, else machine)",
+    )
     render.set_defaults(run=render_command)
 
     add_plugin_commands(sub)

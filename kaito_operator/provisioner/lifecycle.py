@@ -1,10 +1,15 @@
-"""Pure lifecycle of a Machine: launched → registered → initialized → ready (docs/design.md §3).
+"""Pure lifecycle of a Machine or NodeClaim: launched → registered → initialized → ready
+(docs/design.md §3, §4).
 
-Each step owns one condition and is computed from what is observed now (the pool's launch
-state and the Node), never accumulated: a Node that disappears turns ``MachineRegistered`` back
-to Unknown.  A step is only True when the step before it is True, so the conditions can never be
-seen out of order.  ``lastTransitionTime`` is carried over while a condition's status stays the
-same, so a pass that changes nothing writes nothing.  No I/O and no clock (``now`` is passed in).
+The condition types are passed in (:class:`ConditionTypes`): ``MachineLaunched`` ... for a
+``karpenter.sh/v1alpha5`` Machine, ``Launched`` ... for a ``karpenter.sh/v1`` NodeClaim; the
+rules are the same.  Each step owns one condition and is computed from what is observed now (the
+pool's launch state and the Node), never accumulated: a Node that disappears turns the
+registered step back to Unknown.  Every condition has a type, a status, a non-empty CamelCase
+reason, a message (maybe empty) and a lastTransitionTime, as upstream's NodeClaim CRD asks.  A
+step is only True when the step before it is True, so the conditions can never be seen out of
+order.  ``lastTransitionTime`` is carried over while a condition's status stays the same, so a
+pass that changes nothing writes nothing.  No I/O and no clock (``now`` is passed in).
 """
 
 from __future__ import annotations
@@ -13,16 +18,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kaito_operator.api.machine import INITIALIZED, LAUNCHED, LIFECYCLE, READY, REGISTERED
 from kaito_operator.provisioner.pools import AGENTPOOL_NODE_LABEL
 
 __all__ = [
     "GPU_RESOURCE",
+    "ConditionTypes",
     "Launch",
     "gpus_allocatable",
     "initialized",
     "launched",
-    "machine_status",
+    "lifecycle_status",
     "node_patch",
     "node_ready",
     "phase",
@@ -37,8 +42,22 @@ Condition = dict[str, str]
 
 
 @dataclass(frozen=True)
+class ConditionTypes:
+    """The four condition types of one kind, in the order they become True."""
+
+    launched: str
+    registered: str
+    initialized: str
+    ready: str
+
+    @property
+    def order(self) -> tuple[str, str, str, str]:
+        return (self.launched, self.registered, self.initialized, self.ready)
+
+
+@dataclass(frozen=True)
 class Launch:
-    """Where the pool stands: ``status`` is the MachineLaunched condition's status."""
+    """Where the pool stands: ``status`` is the launched condition's status."""
 
     status: str = "Unknown"
     reason: str = "Launching"
@@ -76,53 +95,59 @@ def gpus_allocatable(node: Mapping[str, Any] | None) -> int:
         return 0
 
 
-def launched(launch: Launch) -> Condition:
-    return _cond(LAUNCHED, launch.status, launch.reason, launch.message)
+def launched(types: ConditionTypes, launch: Launch) -> Condition:
+    return _cond(types.launched, launch.status, launch.reason, launch.message)
 
 
-def registered(prev: Condition, pool: str, node: Mapping[str, Any] | None) -> Condition:
+def registered(
+    types: ConditionTypes, prev: Condition, pool: str, node: Mapping[str, Any] | None
+) -> Condition:
     if prev["status"] != "True":
-        return _cond(REGISTERED, "Unknown", "NotLaunched", "waiting for the agent pool")
+        return _cond(types.registered, "Unknown", "NotLaunched", "waiting for the agent pool")
     if node is None:
         return _cond(
-            REGISTERED,
+            types.registered,
             "Unknown",
             "NodeNotFound",
             f"waiting for a node labelled {AGENTPOOL_NODE_LABEL}={pool}",
         )
-    return _cond(REGISTERED, "True", "Registered", f"node {node['metadata']['name']} registered")
+    return _cond(types.registered, "True", "Registered",
+                 f"node {node['metadata']['name']} registered")
 
 
-def initialized(prev: Condition, node: Mapping[str, Any] | None, gpus: int) -> Condition:
+def initialized(
+    types: ConditionTypes, prev: Condition, node: Mapping[str, Any] | None, gpus: int
+) -> Condition:
     """``gpus``: how many ``nvidia.com/gpu`` the SKU has (0: none required)."""
     if prev["status"] != "True" or node is None:
-        return _cond(INITIALIZED, "Unknown", "NotRegistered", "waiting for the node")
+        return _cond(types.initialized, "Unknown", "NotRegistered", "waiting for the node")
     name = node["metadata"]["name"]
     if not node_ready(node):
-        return _cond(INITIALIZED, "Unknown", "NodeNotReady", f"node {name} is not Ready")
+        return _cond(types.initialized, "Unknown", "NodeNotReady", f"node {name} is not Ready")
     have = gpus_allocatable(node)
     if have < gpus:
         return _cond(
-            INITIALIZED,
+            types.initialized,
             "Unknown",
             "GPUsNotAllocatable",
             f"node {name} has {have} of {gpus} {GPU_RESOURCE} allocatable",
         )
-    return _cond(INITIALIZED, "True", "Initialized", f"node {name} is Ready")
+    return _cond(types.initialized, "True", "Initialized", f"node {name} is Ready")
 
 
-def ready(steps: Sequence[Condition]) -> Condition:
+def ready(types: ConditionTypes, steps: Sequence[Condition]) -> Condition:
     """True when every step is; False as soon as one failed for good; Unknown otherwise."""
     failed = next((c for c in steps if c["status"] == "False"), None)
     if failed is not None:
-        return _cond(READY, "False", failed["reason"], failed["message"])
+        return _cond(types.ready, "False", failed["reason"], failed["message"])
     pending = next((c for c in steps if c["status"] != "True"), None)
     if pending is not None:
-        return _cond(READY, "Unknown", pending["reason"], pending["message"])
-    return _cond(READY, "True", "Ready", "")
+        return _cond(types.ready, "Unknown", pending["reason"], pending["message"])
+    return _cond(types.ready, "True", "Ready", "")
 
 
-def machine_status(
+def lifecycle_status(
+    types: ConditionTypes,
     current: Mapping[str, Any] | None,
     pool: str,
     launch: Launch,
@@ -130,11 +155,11 @@ def machine_status(
     gpus: int,
     now: str,
 ) -> dict[str, Any]:
-    """The Machine's whole status for what is observed now."""
-    first = launched(launch)
-    second = registered(first, pool, node)
-    third = initialized(second, node, gpus)
-    conditions = [first, second, third, ready([first, second, third])]
+    """The object's whole status for what is observed now."""
+    first = launched(types, launch)
+    second = registered(types, first, pool, node)
+    third = initialized(types, second, node, gpus)
+    conditions = [first, second, third, ready(types, [first, second, third])]
     old = {c.get("type"): c for c in (current or {}).get("conditions") or []}
     for cond in conditions:
         before = old.get(cond["type"])
@@ -174,7 +199,8 @@ def _taint_key(taint: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def node_patch(machine: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Copy the Machine's labels and taints onto its Node; None when the Node has them all.
+    """Copy the Machine's (NodeClaim's) labels and taints onto its Node; None when the Node has
+    them all.
 
     Taints are matched by (key, effect) like the kubelet does; the merge patch carries the
     whole taint list because a JSON merge patch replaces lists.
@@ -197,13 +223,13 @@ def node_patch(machine: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str,
     return patch or None
 
 
-def phase(status: Mapping[str, Any] | None) -> str:
+def phase(types: ConditionTypes, status: Mapping[str, Any] | None) -> str:
     """The furthest True step (for metrics): ``Failed``, ``Pending`` or a condition type."""
     conds = {c.get("type"): c.get("status") for c in (status or {}).get("conditions") or []}
-    if conds.get(LAUNCHED) == "False":
+    if conds.get(types.launched) == "False":
         return "Failed"
     reached = "Pending"
-    for type_ in LIFECYCLE:
+    for type_ in types.order:
         if conds.get(type_) != "True":
             break
         reached = type_

@@ -6,6 +6,8 @@ one process never collide; the metrics endpoint serves whichever registry it is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = ["ArmCallCounter", "ProvisionerMetrics"]
@@ -46,7 +48,8 @@ class ArmCallCounter:
 
 class ProvisionerMetrics:
     """Everything the provisioner exports, in one registry: ARM calls (``arm``), pools owned,
-    Machines by lifecycle phase, reconcile errors by class and pools garbage-collected."""
+    Machines (or NodeClaims: the kind it serves) by lifecycle phase, reconcile errors by class
+    and pools garbage-collected."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -58,13 +61,14 @@ class ProvisionerMetrics:
         )
         self.machines = Gauge(
             "kaito_provisioner_machines",
-            "Machines by their furthest True condition (Pending, Failed, MachineLaunched, ...).",
+            "Machines or NodeClaims (the kind served) by their furthest True condition "
+            "(Pending, Failed, MachineLaunched or Launched, ...).",
             ("condition",),
             registry=self.registry,
         )
         self.errors = Counter(
             "kaito_provisioner_errors",
-            "Failures while reconciling Machines, by class.",
+            "Failures while reconciling Machines or NodeClaims, by class.",
             ("error",),
             registry=self.registry,
         )
@@ -74,7 +78,7 @@ class ProvisionerMetrics:
             registry=self.registry,
         )
 
-    def set_phases(self, counts: dict[str, int]) -> None:
-        for phase in ("Pending", "Failed", "MachineLaunched", "MachineRegistered",
-                      "MachineInitialized", "Ready"):
+    def set_phases(self, counts: dict[str, int], lifecycle: Sequence[str]) -> None:
+        """``lifecycle``: the condition types of the kind served, in order."""
+        for phase in ("Pending", "Failed", *lifecycle):
             self.machines.labels(condition=phase).set(counts.get(phase, 0))

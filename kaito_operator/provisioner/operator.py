@@ -1,6 +1,7 @@
 """Run the gpu-provisioner: `kaito-gpu-provisioner` / `python -m kaito_operator.provisioner`.
 
-Machines and Nodes are cluster-scoped, so the operator always watches the whole cluster.  The
+Machines, NodeClaims and Nodes are cluster-scoped, so the operator always watches the whole
+cluster.  The
 Azure credential is built here from the settings (workload identity in the cluster) and closed
 on exit; :class:`ProvisionerThread` runs the same registry in a thread with an injected
 runtime (tests, the local sandbox).
@@ -39,7 +40,8 @@ log = logging.getLogger("kaito_operator.provisioner")
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="kaito-gpu-provisioner",
-        description="Turns karpenter.sh Machines into AKS GPU agent pools.",
+        description="Turns karpenter.sh Machines (v1alpha5) or NodeClaims (v1, with "
+                    "PROVISIONER_NODE_KIND=nodeclaim) into AKS GPU agent pools.",
         epilog="Environment: " + ", ".join(ENV_VARS),
     )
     add_common_flags(parser, liveness_port=8081, metrics_port=8001)
@@ -68,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         credential = default_credential(settings.tenant_id, settings.client_id)
     runtime = ProvisionerRuntime(settings, credential, catalog)
-    log.info("gpu-provisioner for cluster %s in resource group %s (subscription %s, %s)",
-             settings.cluster_name, settings.resource_group, settings.subscription_id,
-             settings.location)
+    log.info("gpu-provisioner for cluster %s in resource group %s (subscription %s, %s), "
+             "serving %ss", settings.cluster_name, settings.resource_group,
+             settings.subscription_id, settings.location, runtime.node_kind.title)
     return run_operator(build_registry(runtime, login=cluster_login),
                         metrics=runtime.metrics.registry, metrics_port=args.metrics_port,
                         liveness=args.liveness, on_exit=runtime.close_credential)

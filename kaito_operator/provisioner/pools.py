@@ -1,6 +1,7 @@
 """Pure pool model: what we ask AKS for (``PoolSpec``) and what it reports (``PoolState``).
 
-No I/O and no clock: ``pool_spec_from_machine`` takes ``now`` so the same Machine always yields
+No I/O and no clock: ``pool_spec_from_machine`` takes ``now`` so the same Machine (or NodeClaim:
+both kinds follow the same rules) always yields
 the same body for a given instant, and tests need no patching.  The creation-timestamp label is
 the pool's own birth time (not the Machine's), so garbage collection's grace period counts from
 when the pool was asked for, even if the Machine cache lags behind.
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from kaito_operator.api.machine import Machine
+from kaito_operator.api.nodeclaim import NodeClaim
 from kaito_operator.provisioner.errors import (
     ErrorClass,
     InvalidPoolParameters,
@@ -156,18 +158,19 @@ def parse_quantity_gib(value: int | str) -> int:
     return math.ceil(amount / Decimal(2**30))
 
 
-def pool_spec_from_machine(machine: Machine, now: datetime) -> PoolSpec:
-    """The pool body for a Machine; invalid Machines raise :class:`InvalidPoolParameters`."""
-    name = machine.name
+def pool_spec_from_machine(machine: Machine | NodeClaim, now: datetime) -> PoolSpec:
+    """The pool body for a Machine or a NodeClaim; invalid ones raise
+    :class:`InvalidPoolParameters` (a permanent failure of that object)."""
+    name, kind = machine.name, machine.kind
     if not _POOL_NAME.match(name):
         raise InvalidPoolParameters(
-            f"Machine name {name!r} cannot name an AKS agent pool: it must start with a lowercase "
+            f"{kind} name {name!r} cannot name an AKS agent pool: it must start with a lowercase "
             "letter and have at most 12 lowercase letters and digits"
         )
     vm_size = machine.instance_type
     if not vm_size:
         raise InvalidPoolParameters(
-            f"Machine {name} has no 'node.kubernetes.io/instance-type In [<vm size>]' requirement"
+            f"{kind} {name} has no 'node.kubernetes.io/instance-type In [<vm size>]' requirement"
         )
     disk: int | None = None
     storage = ((machine.spec.resources.requests or {}) if machine.spec.resources else {}).get(
@@ -177,7 +180,7 @@ def pool_spec_from_machine(machine: Machine, now: datetime) -> PoolSpec:
         try:
             disk = parse_quantity_gib(storage)
         except ValueError as exc:
-            raise InvalidPoolParameters(f"Machine {name}: storage request {exc}") from exc
+            raise InvalidPoolParameters(f"{kind} {name}: storage request {exc}") from exc
     labels = dict(machine.metadata.labels or {})
     labels[LABEL_MACHINE_TYPE] = MACHINE_TYPE_GPU
     labels[LABEL_CREATION_TIMESTAMP] = format_timestamp(now)

@@ -1,9 +1,11 @@
-"""One idempotent pass over one Machine, and its finalizer step (docs/design.md §4).
+"""One idempotent pass over one Machine or NodeClaim, and its finalizer step (docs/design.md §4).
 
 A pass never waits for Azure: it starts what is missing (the pool), reads where things are (the
-pool's provisioning state, the Node: from the watch cache in the operator), writes the
-Machine's status and says when to look again (:class:`Outcome`).  Every failure of a pass or a
-finalizer step goes through :meth:`_failed` / :func:`backoff`: the one place that turns the
+pool's provisioning state, the Node: from the watch cache in the operator), writes the object's
+status and says when to look again (:class:`Outcome`).  Which kind it serves, and so which
+condition types it writes, comes from its :class:`~.kinds.NodeKind`; the finalizer step only
+deletes the pool and its Nodes, so it serves an object of either kind.  Every failure of a pass
+or a finalizer step goes through :meth:`_failed` / :func:`backoff`: the one place that turns the
 error classes of ``errors`` into conditions, Events and retry delays.
 """
 
@@ -17,11 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kaito_operator.api.machine import READY, Machine
 from kaito_operator.cache import Client
 from kaito_operator.catalog import Catalog
 from kaito_operator.controller.backoff import retry_delay as backoff
-from kaito_operator.kube import MACHINES, NODES
+from kaito_operator.kube import MACHINES, NODECLAIMS, NODES
 from kaito_operator.provisioner.azure import AzurePools, CreateResult, DeleteResult
 from kaito_operator.provisioner.errors import (
     AuthenticationFailed,
@@ -31,9 +32,10 @@ from kaito_operator.provisioner.errors import (
     ProvisionerError,
     RetryableArmError,
 )
+from kaito_operator.provisioner.kinds import NodeKind
 from kaito_operator.provisioner.lifecycle import (
     Launch,
-    machine_status,
+    lifecycle_status,
     node_patch,
     phase,
     status_changed,
@@ -47,8 +49,9 @@ __all__ = ["COMPONENT", "PROVISIONER_CACHED_KINDS", "Outcome", "Reconciler", "ba
 
 log = logging.getLogger(__name__)
 COMPONENT = "kaito-gpu-provisioner"
-#: What the provisioner reads from its watches instead of the API (both already watched).
-PROVISIONER_CACHED_KINDS = (MACHINES, NODES)
+#: What the provisioner reads from its watches instead of the API (all of them watched: both
+#: node kinds whichever it serves, for the legacy finalizer and garbage collection).
+PROVISIONER_CACHED_KINDS = (MACHINES, NODECLAIMS, NODES)
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,12 @@ def _time(when: datetime) -> str:
 
 
 class Reconciler:
-    """The steps; holds no per-Machine state (the runtime keeps attempts and timers)."""
+    """The steps for objects of ``node_kind``; holds no per-object state (the runtime keeps
+    attempts and timers)."""
 
     def __init__(
         self,
+        node_kind: NodeKind,
         kube: Client,
         azure: AzurePools,
         settings: ProvisionerSettings,
@@ -77,13 +82,14 @@ class Reconciler:
         metrics: ProvisionerMetrics,
         clock: Callable[[], datetime],
     ) -> None:
+        self.node_kind = node_kind
         self.kube, self.azure, self.settings = kube, azure, settings
         self.catalog, self.metrics, self.clock = catalog, metrics, clock
 
     # -- create and register ------------------------------------------------------------
     async def reconcile(self, body: Mapping[str, Any], attempts: int) -> Outcome:
-        if phase(body.get("status")) == "Failed":
-            return Outcome(None, "Failed")  # permanent for this Machine: no retry loop
+        if phase(self.node_kind.conditions, body.get("status")) == "Failed":
+            return Outcome(None, "Failed")  # permanent for this object: no retry loop
         try:
             return await self._converge(body)
         except ProvisionerError as exc:
@@ -92,9 +98,9 @@ class Reconciler:
     async def _converge(self, body: Mapping[str, Any]) -> Outcome:
         name = body["metadata"]["name"]
         try:
-            machine = Machine.model_validate(body)
+            machine = self.node_kind.parse(body)
         except ValidationError as exc:
-            raise InvalidPoolParameters(f"Machine {name} is invalid: {exc}") from exc
+            raise InvalidPoolParameters(f"{self.node_kind.title} {name} is invalid: {exc}") from exc
         spec = pool_spec_from_machine(machine, self.clock())
         result = await self.azure.begin_create_pool(spec)
         if result is not CreateResult.SUCCEEDED:
@@ -108,8 +114,9 @@ class Reconciler:
         if node is not None and (patch := node_patch(body, node)) is not None:
             node = await self.kube.patch(NODES, node["metadata"]["name"], patch)
         status = await self._write(body, Launch.succeeded(name), node)
-        reached = phase(status)
-        return Outcome(None if reached == READY else self.settings.poll_seconds, reached)
+        reached = phase(self.node_kind.conditions, status)
+        done = reached == self.node_kind.conditions.ready
+        return Outcome(None if done else self.settings.poll_seconds, reached)
 
     def _gpus(self, body: Mapping[str, Any]) -> int:
         for req in (body.get("spec") or {}).get("requirements") or []:
@@ -121,14 +128,14 @@ class Reconciler:
     async def _write(
         self, body: Mapping[str, Any], launch: Launch, node: Mapping[str, Any] | None
     ) -> dict[str, Any]:
-        """Patch the Machine's status to what is observed now (nothing when it is already so)."""
+        """Patch the object's status to what is observed now (nothing when it is already so)."""
         current = body.get("status") or {}
         name = body["metadata"]["name"]
-        desired = machine_status(current, name, launch, node, self._gpus(body),
-                                 _time(self.clock()))
+        desired = lifecycle_status(self.node_kind.conditions, current, name, launch, node,
+                                   self._gpus(body), _time(self.clock()))
         if status_changed(current, desired):
-            await self.kube.patch(MACHINES, name, {"status": status_patch(current, desired)},
-                                  status=True)
+            await self.kube.patch(self.node_kind.kind, name,
+                                  {"status": status_patch(current, desired)}, status=True)
         return desired
 
     # -- errors: the one place -----------------------------------------------------------
@@ -136,15 +143,16 @@ class Reconciler:
                       attempts: int) -> Outcome:
         name = body["metadata"]["name"]
         self.metrics.errors.labels(error=type(exc).__name__).inc()
-        current = phase(body.get("status"))
+        title = self.node_kind.title
+        current = phase(self.node_kind.conditions, body.get("status"))
         if isinstance(exc, PermanentPoolError):
-            log.warning("Machine %s failed for good: %s", name, exc.message)
+            log.warning("%s %s failed for good: %s", title, name, exc.message)
             await self._write(body, Launch.failed(type(exc).__name__, exc.message), None)
             await self._event(body, "Warning", "ProvisioningFailed", exc.message)
             return Outcome(None, "Failed")
         if isinstance(exc, AuthenticationFailed):
-            log.error("Machine %s: %s", name, exc.message)
-            if current == "Pending":  # never turn a running Machine's conditions back
+            log.error("%s %s: %s", title, name, exc.message)
+            if current == "Pending":  # never turn a running object's conditions back
                 launch = Launch.pending(exc.message, "AuthenticationFailed")
                 before = (body.get("status") or {}).get("conditions")
                 if (await self._write(body, launch, None))["conditions"] != before:
@@ -153,7 +161,7 @@ class Reconciler:
         retry_after = exc.retry_after if isinstance(exc, RetryableArmError) else None
         delay = backoff(attempts, self.settings.backoff_base_seconds,
                         self.settings.backoff_max_seconds, retry_after)
-        log.info("Machine %s: %s (%s); retrying in %.1f s", name, exc.message,
+        log.info("%s %s: %s (%s); retrying in %.1f s", title, name, exc.message,
                  exc.code or exc.status or "no response", delay)
         return Outcome(delay, current, retrying=True)
 
@@ -164,14 +172,15 @@ class Reconciler:
 
     # -- deletion ------------------------------------------------------------------------
     async def finalize(self, body: Mapping[str, Any], attempts: int) -> tuple[float | None, bool]:
-        """One step of deleting the Machine's pool: (delay before the next step or None when
-        the finalizer may go, whether the step failed transiently)."""
+        """One step of deleting the pool of ``body`` (a Machine or a NodeClaim, of either kind):
+        (delay before the next step or None when the finalizer may go, whether the step failed
+        transiently)."""
         name = body["metadata"]["name"]
         try:
             result = await self.azure.begin_delete_pool(name)
         except PoolNotOwned as exc:
             await self._event(body, "Warning", "AgentPoolNotOwned", exc.message)
-            return None, False  # someone else's pool: release the Machine, touch nothing
+            return None, False  # someone else's pool: release the object, touch nothing
         except AuthenticationFailed as exc:
             await self._event(body, "Warning", "AuthenticationFailed", exc.message)
             return self.settings.auth_retry_seconds, False

@@ -1,11 +1,14 @@
 """The gpu-provisioner's runtime: what its kopf handlers call.
 
-Passes run on the shared `KeyScheduler`, keyed by Machine name: one at a time per Machine,
-many Machines at once, no waits. A pass that waits on Azure returns at once with a delay, and
-the scheduler arms a timer for it: fifty Machines whose pools are being created hold no
-handler and no coroutine while ARM works. The finalizer step takes the same per-Machine lock,
-so a create never races the delete of the same pool. A pass that raises is logged, counted by
-class and retried after the backoff (`backoff_base_seconds` doubling to `backoff_max_seconds`).
+Passes run on the shared `KeyScheduler`, keyed by object name (a Machine's or a NodeClaim's,
+whichever kind `settings.node_kind` serves; names are pool names, so unique across both): one at
+a time per name, many at once, no waits. A pass that waits on Azure returns at once with a
+delay, and the scheduler arms a timer for it: fifty Machines whose pools are being created hold
+no handler and no coroutine while ARM works. The finalizer step takes the same per-name lock, so
+a create never races the delete of the same pool; it serves both kinds (a Machine left from
+before a switch to NodeClaims still has its pool deleted). A pass that raises is logged, counted
+by class and retried after the backoff (`backoff_base_seconds` doubling to
+`backoff_max_seconds`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from kaito_operator.cache import CachedClient, WatchCache
 from kaito_operator.catalog import Catalog
 from kaito_operator.controller.backoff import Backoff
 from kaito_operator.controller.scheduler import KeyScheduler, KeyState, Next
-from kaito_operator.kube import MACHINES, Connection, KubeClient
+from kaito_operator.kube import Connection, KubeClient
 from kaito_operator.provisioner.azure import AzurePools, Credential
 from kaito_operator.provisioner.gc import GarbageCollector
+from kaito_operator.provisioner.kinds import node_kinds
 from kaito_operator.provisioner.metrics import ProvisionerMetrics
 from kaito_operator.provisioner.pools import AGENTPOOL_NODE_LABEL
 from kaito_operator.provisioner.reconcile import PROVISIONER_CACHED_KINDS, Reconciler
@@ -45,7 +49,7 @@ def utc_now() -> datetime:
 
 @dataclass
 class MachineState:
-    """What the runtime keeps per Machine besides the scheduler's bookkeeping."""
+    """What the runtime keeps per object besides the scheduler's bookkeeping."""
 
     phase: str = "Pending"
 
@@ -65,6 +69,9 @@ class ProvisionerRuntime:
         run_gc: bool = True,
     ) -> None:
         self.settings, self.catalog, self.clock = settings, catalog, clock
+        self.node_kind, self.other_kind = node_kinds(settings.node_kind)
+        """The kind provisioned, and the other kind (labelled objects only finalized)."""
+        self._finalizing: set[str] = set()
         self.metrics = metrics or ProvisionerMetrics()
         self._credential = credential
         verify = settings.arm_ca_bundle or True
@@ -99,10 +106,11 @@ class ProvisionerRuntime:
             counter=self.metrics.arm,
         )
         self._scheduler.start()
-        self.reconciler = Reconciler(self._kube, self._azure, s, self.catalog, self.metrics,
-                                     self.clock)
+        self.reconciler = Reconciler(self.node_kind, self._kube, self._azure, s, self.catalog,
+                                     self.metrics, self.clock)
+        kinds = (self.node_kind.kind, self.other_kind.kind)
         self.gc = GarbageCollector(self._azure, self._kube, self.metrics, self.clock,
-                                   s.gc_grace_seconds, s.gc_interval_seconds)
+                                   s.gc_grace_seconds, s.gc_interval_seconds, kinds)
         if self._run_gc:
             self._scheduler.spawn(self.gc.run())
 
@@ -125,24 +133,26 @@ class ProvisionerRuntime:
 
     # -- triggers ------------------------------------------------------------------------
     def trigger(self, name: str) -> None:
-        """Look at the Machine soon; a change never waits out the backoff of a failed pass."""
+        """Look at the object soon; a change never waits out the backoff of a failed pass."""
         self._scheduler.trigger(name, urgent=True)
 
     def node_changed(self, labels: dict[str, str]) -> None:
-        """A Node of one of our pools changed: look at its Machine, if we know it."""
+        """A Node of one of our pools changed: look at the object of the pool's name, if we
+        know it (of the kind served; one of the other kind is only finalized)."""
         pool = labels.get(AGENTPOOL_NODE_LABEL)
         if pool and pool in self._scheduler:
             self.trigger(pool)
 
     def requeue(self, name: str, delay: float) -> None:
-        """Look at the Machine again in ``delay`` seconds (an earlier timer wins)."""
+        """Look at the object again in ``delay`` seconds (an earlier timer wins)."""
         self._scheduler.requeue(name, delay)
 
     async def _pass(self, name: str, state: KeyState[MachineState]) -> Next | None:
         assert self._kube is not None and self.reconciler is not None
-        body = await self._kube.get_or_none(MACHINES, name)
+        body = await self._kube.get_or_none(self.node_kind.kind, name)
         if body is None:
-            self.forget(name)
+            if name not in self._finalizing:  # keep the lock of a finalizer step under way
+                self.forget(name)
             return None
         if body["metadata"].get("deletionTimestamp"):
             return None  # the finalizer drives it from here
@@ -154,28 +164,31 @@ class ProvisionerRuntime:
     async def _failed(
         self, name: str, state: KeyState[MachineState], exc: Exception, delay: float
     ) -> None:
-        log.warning("Machine %s: pass failed (%s: %s); retrying in %.1f s", name,
-                    type(exc).__name__, exc, delay)
+        log.warning("%s %s: pass failed (%s: %s); retrying in %.1f s", self.node_kind.title,
+                    name, type(exc).__name__, exc, delay)
         self.metrics.errors.labels(error=type(exc).__name__).inc()
 
     def _export(self) -> None:
         phases = Counter(s.data.phase for s in self._scheduler.states())
-        self.metrics.set_phases(dict(phases))
+        self.metrics.set_phases(dict(phases), self.node_kind.conditions.order)
 
     # -- deletion ------------------------------------------------------------------------
     async def finalize(self, body: dict[str, Any]) -> float | None:
-        """One finalizer step; the delay before the next one, or None when it may be released.
+        """One finalizer step of a Machine or a NodeClaim (either kind); the delay before the
+        next one, or None when it may be released.
 
-        Takes the Machine's lock but not a worker slot: passes hold a slot while they wait for
+        Takes the name's lock but not a worker slot: passes hold a slot while they wait for
         the lock, so the other order could deadlock.
         """
         assert self.reconciler is not None
         name = body["metadata"]["name"]
         state = self._scheduler.state(name)
+        self._finalizing.add(name)  # until released: passes then leave the name's state be
         async with state.lock:
             delay, failed = await self.reconciler.finalize(body, state.failures)
         state.failures = state.failures + 1 if failed else 0
         if delay is None:
+            self._finalizing.discard(name)
             self.forget(name)
             return None
         return delay * random.uniform(0.9, 1.1) if failed else delay

@@ -12,13 +12,25 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["ProvisionerSettings", "SettingsError", "parse_duration", "settings_from_env"]
+__all__ = [
+    "NODE_KINDS",
+    "NodeKindName",
+    "ProvisionerSettings",
+    "SettingsError",
+    "parse_duration",
+    "settings_from_env",
+]
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+NodeKindName = Literal["machine", "nodeclaim"]
+#: The kinds the provisioner can serve: `karpenter.sh/v1alpha5` Machine, `karpenter.sh/v1`
+#: NodeClaim.
+NODE_KINDS: tuple[NodeKindName, ...] = ("machine", "nodeclaim")
 
 
 class SettingsError(ValueError):
@@ -53,6 +65,8 @@ class ProvisionerSettings:
     call_timeout_seconds: float = 60.0
     max_workers: int = 20
     log_level: str = "INFO"
+    node_kind: NodeKindName = "machine"
+    """Which kind it provisions; labelled objects of the other kind are only finalized."""
 
 
 _REQUIRED = {
@@ -84,6 +98,7 @@ ENV_VARS = (
     *_OPTIONAL.values(),
     *_DURATIONS.values(),
     "PROVISIONER_MAX_WORKERS",
+    "PROVISIONER_NODE_KIND",
 )
 
 
@@ -132,6 +147,12 @@ def settings_from_env(environ: Mapping[str, str]) -> ProvisionerSettings:
             values["max_workers"] = int(workers)
         else:
             problems.append(f"PROVISIONER_MAX_WORKERS must be a positive integer, got {workers!r}")
+    kind = (environ.get("PROVISIONER_NODE_KIND") or "").strip().lower()
+    if kind in NODE_KINDS:
+        values["node_kind"] = kind
+    elif kind:
+        problems.append(f"PROVISIONER_NODE_KIND must be one of {', '.join(NODE_KINDS)}, "
+                        f"got {environ['PROVISIONER_NODE_KIND']!r}")
     if problems:
         raise SettingsError("; ".join(problems))
     return ProvisionerSettings(**values)

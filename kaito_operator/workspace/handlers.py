@@ -24,6 +24,7 @@ from kaito_operator.workspace.runtime import WorkspaceRuntime
 WORKSPACE = ("kaito.sh", "v1alpha1", "workspaces")
 CHILDREN = [
     ("karpenter.sh", "v1alpha5", "machines"),
+    ("karpenter.sh", "v1", "nodeclaims"),
     ("apps", "v1", "deployments"),
     ("apps", "v1", "statefulsets"),
     ("batch", "v1", "jobs"),
@@ -33,7 +34,7 @@ CHILDREN = [
 ]
 #: Path of the validating webhook on the webhook server (`/validate-workspace`).
 WEBHOOK_ID = "validate-workspace"
-#: Wait between checks while a deleted Workspace's Machines are going away.
+#: Wait between checks while a deleted Workspace's node objects (Machines, NodeClaims) go away.
 FINALIZE_DELAY = 5.0
 #: kopf's finalizer and annotations of the workspace controller live under our API group.
 IDENTITY = KopfIdentity(finalizer=FINALIZER, annotation_prefix="kaito.sh")
@@ -76,9 +77,11 @@ def build_registry(
     async def deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         remaining = await runtime.finalize(dict(body))
         if remaining:
-            logger.info("waiting for %d Machine(s) to be deleted", remaining)
+            logger.info("waiting for %d node object(s) (Machines, NodeClaims) to be deleted",
+                        remaining)
             raise kopf.TemporaryError(
-                f"waiting for {remaining} Machine(s) to be deleted", delay=FINALIZE_DELAY
+                f"waiting for {remaining} node object(s) (Machines, NodeClaims) to be deleted",
+                delay=FINALIZE_DELAY,
             )
 
     if webhook is not None:

@@ -4,7 +4,7 @@ A node qualifies when it is Ready, not being deleted, carries every label of
 `labelSelector.matchLabels`, is of the Workspace's instance type or named in
 `preferredNodes`, and was not provisioned for another Workspace (its GPUs are taken).
 Nodes are taken in the order preferred → previously used (`status.workerNodes`) → created
-for this Workspace's Machines → name.
+for this Workspace's node objects (Machines or NodeClaims) → name.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def qualifies(ws: Workspace, node: dict[str, Any]) -> bool:
 def choose_nodes(
     ws: Workspace, nodes: list[dict[str, Any]], machine_nodes: set[str]
 ) -> NodeChoice:
-    """Pick up to `count` qualified nodes; `machine_nodes` are the nodes of our Machines."""
+    """Pick up to `count` qualified nodes; `machine_nodes` are the nodes of the Workspace's
+    node objects (Machines and NodeClaims)."""
     preferred = ws.resource.preferred_nodes or []
     previous = (ws.status.worker_nodes if ws.status else None) or []
 

@@ -1,7 +1,8 @@
 """One idempotent pass over a Workspace: observe, act, compute status.
 
 Steps: validate (an invalid Workspace gets a condition and a Warning Event, nothing else);
-choose nodes and create the Machines for the missing ones; once the nodes are ready, ensure
+choose nodes and create the node objects of the node-provisioning mode for the missing ones
+(Machines, NodeClaims, or none: `provisioning`); once the nodes are ready, ensure
 the Service(s) and the Deployment/StatefulSet; observe the workload and its pods; write the
 conditions computed from what was seen. Tuning Workspaces get the config ConfigMap and the Job
 instead of the inference workload (a changed spec deletes the Job; the next pass creates the
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kaito_operator.api.machine import Machine
 from kaito_operator.api.workspace import TuningSpec, Workspace
 from kaito_operator.cache import Client
 from kaito_operator.catalog import Catalog
@@ -28,6 +28,7 @@ from kaito_operator.kube import (
     DEPLOYMENTS,
     JOBS,
     MACHINES,
+    NODECLAIMS,
     NODES,
     PODS,
     SERVICES,
@@ -43,15 +44,19 @@ from kaito_operator.validation import (
 )
 from kaito_operator.workspace import status as st
 from kaito_operator.workspace.apply import ensure
-from kaito_operator.workspace.machines import build_machine, free_indices
 from kaito_operator.workspace.names import (
     ACCELERATOR_LABEL,
     GPU_RESOURCE,
     SPEC_HASH_ANNOTATION,
     WORKSPACE_LABEL,
-    WORKSPACE_NAMESPACE_LABEL,
 )
 from kaito_operator.workspace.nodes import NodeChoice, choose_nodes
+from kaito_operator.workspace.provisioning import (
+    OwnedNode,
+    free_indices,
+    owned_objects,
+    provisioner_for,
+)
 from kaito_operator.workspace.tuning import CONFIG_KEY, CONFIGMAPS, desired_tuning
 from kaito_operator.workspace.workload import desired_inference
 
@@ -62,11 +67,12 @@ FAILURE_REASONS = {
     "InvalidWorkspace", "MachineFailed", "CrashLoopBackOff", "OOMKilled", "ImagePullBackOff",
     "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
     "RunContainerError", "Unschedulable", "TuningJobFailed", "ConfigMapNotFound",
+    "NodeClaimFailed", "InsufficientNodes",
 }
 #: What the controller reads from its watches instead of the API (all of them kopf watches
 #: already; ConfigMaps, read only by tuning passes, are not watched and are read from the API).
-WORKSPACE_CACHED_KINDS = (WORKSPACES, MACHINES, NODES, PODS, SERVICES, DEPLOYMENTS,
-                          STATEFULSETS, JOBS)
+WORKSPACE_CACHED_KINDS = (WORKSPACES, MACHINES, NODECLAIMS, NODES, PODS, SERVICES,
+                          DEPLOYMENTS, STATEFULSETS, JOBS)
 #: Labels the Job controller puts on a Job's pods (the uid one tells reruns apart).
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
@@ -87,11 +93,6 @@ class Outcome:
     """Nothing will change without an outside event (ready, or invalid)."""
 
 
-async def _machines(ws: Workspace, deps: Deps) -> list[Machine]:
-    labels = {WORKSPACE_LABEL: ws.name, WORKSPACE_NAMESPACE_LABEL: ws.namespace}
-    return [Machine.model_validate(m) for m in await deps.client.list(MACHINES, labels=labels)]
-
-
 async def _nodes(ws: Workspace, deps: Deps) -> list[dict[str, Any]]:
     return await deps.client.list(NODES, labels=ws.resource.label_selector.match_labels or {})
 
@@ -107,24 +108,29 @@ def _disk_gib(ws: Workspace, deps: Deps) -> int:
 
 async def ensure_nodes(
     ws: Workspace, deps: Deps, body: dict[str, Any]
-) -> tuple[NodeChoice, list[Machine], int]:
-    """Choose nodes; create one Machine per missing node. Returns the choice, our Machines
-    and how many Machines the Workspace needs."""
-    machines = await _machines(ws, deps)
+) -> tuple[NodeChoice, list[OwnedNode], int]:
+    """Choose nodes; create one node object of the mode's kind per missing node (none in mode
+    `none`). Returns the choice, the Workspace's node objects of every kind, and how many node
+    objects it needs."""
+    owned = await owned_objects(deps.client, ws.namespace, ws.name)
     nodes = await _nodes(ws, deps)
-    machine_nodes = {m.status.node_name for m in machines if m.status and m.status.node_name}
-    choice = choose_nodes(ws, nodes, machine_nodes)
-    foreign = [n for n in choice.selected if n not in machine_nodes]
+    owned_nodes = {o.node_name for o in owned if o.node_name}
+    choice = choose_nodes(ws, nodes, owned_nodes)
+    foreign = [n for n in choice.selected if n not in owned_nodes]
     wanted = max(0, ws.resource.count - len(foreign))
-    for index in free_indices(ws, {m.name for m in machines}, wanted):
-        manifest = build_machine(ws, index, _disk_gib(ws, deps))
-        if await deps.client.create_if_missing(MACHINES, manifest):
-            name = manifest["metadata"]["name"]
-            log.info("[%s/%s] created Machine %s", ws.namespace, ws.name, name)
-            await deps.client.event(body, "Normal", "MachineCreated",
-                                    f"created Machine {name} for a "
-                                    f"{ws.resource.instance_type} node", deps.now())
-            machines.append(Machine.model_validate(manifest))
+    provisioner = provisioner_for(deps.settings.node_provisioning)
+    if provisioner.kind is not None and provisioner.build is not None:
+        kind = provisioner.kind
+        for index in free_indices(ws, {o.name for o in owned}, wanted):
+            manifest = provisioner.build(ws, index, _disk_gib(ws, deps), deps.settings)
+            if await deps.client.create_if_missing(kind, manifest):
+                name = manifest["metadata"]["name"]
+                log.info("[%s/%s] created %s %s", ws.namespace, ws.name, kind.kind, name)
+                await deps.client.event(body, "Normal", provisioner.created_reason,
+                                        f"created {kind.kind} {name} for a "
+                                        f"{ws.resource.instance_type} node", deps.now())
+                owned.append(OwnedNode(kind=kind.kind, name=name, node_name=None, ready=False,
+                                       failure=None))
     by_name = {n["metadata"]["name"]: n for n in nodes}
     for name in choice.selected:
         node = by_name[name]
@@ -135,7 +141,7 @@ async def ensure_nodes(
             await deps.client.patch(
                 NODES, name, {"metadata": {"labels": {ACCELERATOR_LABEL: "nvidia"}}}
             )
-    return choice, machines, wanted
+    return choice, owned, wanted
 
 
 async def ensure_inference(
@@ -267,8 +273,9 @@ async def reconcile(body: dict[str, Any], deps: Deps) -> Outcome:
         await write_status(body, st.compute_conditions(None, invalid), None, deps)
         return Outcome(ready=False, settled=True)
     ws = Workspace.model_validate(body)
-    choice, machines, wanted = await ensure_nodes(ws, deps, body)
-    observed = st.Observed(machines=machines, machines_wanted=wanted, nodes=choice)
+    choice, owned, wanted = await ensure_nodes(ws, deps, body)
+    observed = st.Observed(owned=owned, machines_wanted=wanted, nodes=choice,
+                           mode=deps.settings.node_provisioning)
     if ws.tuning is not None:
         observed.job, observed.pods, observed.config_missing = await ensure_tuning(
             ws, ws.tuning, deps, body, choice.selected, create=choice.missing == 0)

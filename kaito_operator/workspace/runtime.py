@@ -24,10 +24,11 @@ from kaito_operator.catalog import Catalog
 from kaito_operator.controller.backoff import Backoff
 from kaito_operator.controller.failures import describe_failure
 from kaito_operator.controller.scheduler import KeyScheduler, KeyState, Next
-from kaito_operator.kube import MACHINES, WORKSPACES, ApiError, Connection, KubeClient
+from kaito_operator.kube import WORKSPACES, ApiError, Connection, KubeClient
 from kaito_operator.settings import Settings
 from kaito_operator.workspace.metrics import OperatorMetrics
 from kaito_operator.workspace.names import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from kaito_operator.workspace.provisioning import OWNED_KINDS, list_owned
 from kaito_operator.workspace.reconcile import (
     WORKSPACE_CACHED_KINDS,
     Deps,
@@ -202,16 +203,20 @@ class WorkspaceRuntime:
         self.metrics.workspaces.labels(state="pending").set(len(states) - ready)
 
     async def finalize(self, body: dict[str, Any]) -> int:
-        """Delete the Workspace's Machines; returns how many still exist."""
+        """Delete the Workspace's node objects of every kind (Machines and NodeClaims, whatever
+        mode created them); returns how many still exist."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        remaining = 0
         async with self._scheduler.state(key).lock:
-            labels = {WORKSPACE_LABEL: meta["name"], WORKSPACE_NAMESPACE_LABEL: meta["namespace"]}
-            # Machines with finalizers are seen as the API server has them, not as watched.
-            machines = await self.client.api.list(MACHINES, labels=labels)
-            for machine in machines:
-                if not machine["metadata"].get("deletionTimestamp"):
-                    await self.client.delete(MACHINES, machine["metadata"]["name"])
-        if not machines:
+            for kind, _ in OWNED_KINDS:
+                # Objects with finalizers are seen as the API server has them, not as watched;
+                # a kind the cluster does not serve has none.
+                found = await list_owned(self.client.api, kind, meta["namespace"], meta["name"])
+                for obj in found:
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        await self.client.delete(kind, obj["metadata"]["name"])
+                remaining += len(found)
+        if not remaining:
             self.forget(key)
-        return len(machines)
+        return remaining

@@ -11,13 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_operator.api.machine import Machine
 from kaito_operator.api.workspace import TuningSpec, Workspace
-from kaito_operator.workspace import machines as machine_state
+from kaito_operator.workspace.cond import Cond
+from kaito_operator.workspace.node_conditions import (
+    RESOURCE_READY,
+    node_object_condition,
+    resource_condition,
+)
 from kaito_operator.workspace.nodes import NodeChoice
+from kaito_operator.workspace.provisioning import OwnedNode
+
+__all__ = [  # what other modules use from here
+    "INFERENCE_READY", "JOB_STARTED", "MACHINE_READY", "NODECLAIM_READY", "RESOURCE_READY",
+    "WORKSPACE_READY", "Cond", "Observed", "compute_conditions", "failed_pass_conditions",
+    "job_failure", "pod_problem", "render_conditions", "termination_message", "transitions",
+]
 
 MACHINE_READY = "MachineReady"
-RESOURCE_READY = "ResourceReady"
+NODECLAIM_READY = "NodeClaimReady"
 INFERENCE_READY = "InferenceReady"
 JOB_STARTED = "JobStarted"
 WORKSPACE_READY = "WorkspaceReady"
@@ -36,52 +47,19 @@ class Observed:
 
     invalid: str | None = None
     """Validation summary when the Workspace is invalid."""
-    machines: list[Machine] = field(default_factory=list)
+    owned: list[OwnedNode] = field(default_factory=list)
+    """The Workspace's node objects, Machines and NodeClaims alike."""
     machines_wanted: int = 0
+    """How many node objects (of either kind) the Workspace needs."""
     nodes: NodeChoice | None = None
+    mode: str = "machine"
+    """The node-provisioning mode (`Settings.node_provisioning`)."""
     workload: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
     job: dict[str, Any] | None = None
     """The tuning Job as the API server has it."""
     config_missing: str | None = None
     """Why the tuning config ConfigMap the user named cannot be used."""
-
-
-@dataclass(frozen=True)
-class Cond:
-    type: str
-    status: bool
-    reason: str
-    message: str
-
-
-def _machine_condition(obs: Observed) -> Cond:
-    failures = [(m.name, msg) for m in obs.machines if (msg := machine_state.failure(m))]
-    if failures:
-        name, msg = failures[0]
-        return Cond(MACHINE_READY, False, "MachineFailed", f"machine {name}: {msg}")
-    if obs.machines_wanted == 0:
-        return Cond(MACHINE_READY, True, "NoMachinesNeeded", "existing nodes are used")
-    ready = sum(machine_state.is_ready(m) for m in obs.machines)
-    if ready >= obs.machines_wanted:
-        return Cond(MACHINE_READY, True, "MachinesReady", f"{ready} machine(s) ready")
-    return Cond(
-        MACHINE_READY, False, "MachinesProvisioning",
-        f"{ready} of {obs.machines_wanted} machine(s) ready",
-    )
-
-
-def _resource_condition(ws: Workspace, obs: Observed, machine: Cond) -> Cond:
-    nodes = obs.nodes or NodeChoice(selected=[], missing=ws.resource.count)
-    if nodes.missing == 0:
-        return Cond(RESOURCE_READY, True, "NodesReady",
-                    f"{len(nodes.selected)} node(s) ready: {', '.join(nodes.selected)}")
-    if machine.reason == "MachineFailed":
-        return Cond(RESOURCE_READY, False, "MachineFailed", machine.message)
-    return Cond(
-        RESOURCE_READY, False, "NodesNotReady",
-        f"{len(nodes.selected)} of {ws.resource.count} qualified node(s) ready",
-    )
 
 
 def pod_problem(pod: dict[str, Any]) -> tuple[str, str] | None:
@@ -215,10 +193,11 @@ def compute_conditions(ws: Workspace | None, obs: Observed) -> list[Cond]:
         return [Cond(WORKSPACE_READY, False, "InvalidWorkspace", obs.invalid)]
     if ws is None:
         raise ValueError("the conditions of a Workspace that parsed need the Workspace")
-    machine = _machine_condition(obs)
-    resource = _resource_condition(ws, obs, machine)
+    node_objects = node_object_condition(obs.mode, obs.owned, obs.machines_wanted)
+    resource = resource_condition(ws, obs.mode, obs.nodes, node_objects)
+    first = [node_objects, resource] if node_objects is not None else [resource]
     if ws.tuning is not None:
-        return [machine, resource, *_tuning_conditions(ws, ws.tuning, obs, resource)]
+        return [*first, *_tuning_conditions(ws, ws.tuning, obs, resource)]
     inference = _inference_condition(obs, resource)
     failing = next((c for c in (resource, inference) if not c.status), None)
     summary = (
@@ -226,7 +205,7 @@ def compute_conditions(ws: Workspace | None, obs: Observed) -> list[Cond]:
         if failing is None
         else Cond(WORKSPACE_READY, False, failing.reason, failing.message)
     )
-    return [machine, resource, inference, summary]
+    return [*first, inference, summary]
 
 
 def render_conditions(

@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from kaito_sandbox.sim.arm import ArmSimulator, PoolEvent
 
-__all__ = ["SimulatedAks", "node_name"]
+__all__ = ["SimulatedAks", "aks_node", "node_name"]
 
 NODES = "/api/v1/nodes"
 AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
@@ -39,6 +39,57 @@ def _taint(text: str) -> dict[str, str]:
     key, _, value = head.partition("=")
     return {"key": key, "value": value, "effect": effect} if value else {"key": key,
                                                                             "effect": effect}
+
+
+def aks_node(
+    name: str,
+    pool: str,
+    vm_size: str,
+    gpus: int,
+    *,
+    labels: Mapping[str, str],
+    taints: list[dict[str, str]],
+    subscription: str,
+    resource_group: str,
+    cluster: str,
+    location: str,
+    index: int = 0,
+) -> dict[str, Any]:
+    """A Ready Node as AKS registers VM `index` of agent pool `pool`: `labels` plus AKS's own
+    (pool, instance type, OS, hostname, cluster), the SKU's GPUs as capacity, the scale set's
+    provider ID."""
+    all_labels = dict(labels)
+    all_labels.update({
+        AGENTPOOL_LABEL: pool,
+        "agentpool": pool,
+        INSTANCE_TYPE_LABEL: vm_size,
+        "beta.kubernetes.io/instance-type": vm_size,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/hostname": name,
+        "kubernetes.azure.com/cluster": f"MC_{resource_group}_{cluster}",
+    })
+    capacity = {"cpu": "24", "memory": "220Gi", "pods": "110"}
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    scale_set = name.rpartition("vmss")[0] + "vmss"
+    node_rg = f"mc_{resource_group}_{cluster}_{location}".lower()
+    provider_id = (
+        f"azure:///subscriptions/{subscription}/resourceGroups/{node_rg}"
+        f"/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}"
+        f"/virtualMachines/{index}"
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": all_labels},
+        "spec": {"providerID": provider_id, **({"taints": taints} if taints else {})},
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status"}],
+        },
+    }
 
 
 class SimulatedAks:
@@ -107,40 +158,13 @@ class SimulatedAks:
 
     def node(self, event: PoolEvent) -> dict[str, Any]:
         """The Node AKS would register for the pool's single VM."""
-        name = node_name(event)
-        labels = dict(event.node_labels) if self.apply_pool_labels else {}
-        labels.update({
-            AGENTPOOL_LABEL: event.name,
-            "agentpool": event.name,
-            INSTANCE_TYPE_LABEL: event.vm_size,
-            "beta.kubernetes.io/instance-type": event.vm_size,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/hostname": name,
-            "kubernetes.azure.com/cluster": f"MC_{event.resource_group}_{event.cluster}",
-        })
-        gpus = self.gpus_of(event.vm_size)
-        capacity = {"cpu": "24", "memory": "220Gi", "pods": "110"}
-        if gpus:
-            capacity["nvidia.com/gpu"] = str(gpus)
-        taints = [_taint(t) for t in event.node_taints] if self.apply_pool_labels else []
-        scale_set = name.removesuffix("000000")
-        node_rg = f"mc_{event.resource_group}_{event.cluster}_{self.arm.location}".lower()
-        provider_id = (
-            f"azure:///subscriptions/{event.subscription}/resourceGroups/{node_rg}"
-            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}/virtualMachines/0"
+        return aks_node(
+            node_name(event), event.name, event.vm_size, self.gpus_of(event.vm_size),
+            labels=event.node_labels if self.apply_pool_labels else {},
+            taints=[_taint(t) for t in event.node_taints] if self.apply_pool_labels else [],
+            subscription=event.subscription, resource_group=event.resource_group,
+            cluster=event.cluster, location=self.arm.location,
         )
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"providerID": provider_id, **({"taints": taints} if taints else {})},
-            "status": {
-                "capacity": capacity,
-                "allocatable": dict(capacity),
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubelet is posting ready status"}],
-            },
-        }
 
     def _join(self, http: httpx.Client, event: PoolEvent) -> None:
         node = self.node(event)

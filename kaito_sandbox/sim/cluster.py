@@ -1,10 +1,13 @@
 """A simulated cluster around the API emulator: what kubelets, the Deployment controller and a
 node provisioner would do, reduced to what the workspace controller observes.
 
-- Machines get a Ready Node after `provision_seconds` (labels copied, GPU capacity from the
-  catalog's SKU), and `status.nodeName`/`providerID`/conditions, as the gpu-provisioner sets
-  them; or `MachineLaunched=False` with a cloud message when a failure is injected.
-- Nodes whose Machine is gone are deleted.
+- Machines and NodeClaims labelled with a Workspace get a Ready Node after
+  `provision_seconds` (labels and taints copied, GPU capacity from the catalog's SKU), and
+  `status.nodeName`/`providerID`/capacity/conditions, as the gpu-provisioner sets them; or
+  their launch condition (`MachineLaunched`, `Launched`) False with reason `LaunchFailed` and
+  a cloud message when a failure is injected (`machine_failures`, either kind); see
+  `node_objects`. A kind the cluster lacks (404) counts as none.
+- Nodes whose Machine or NodeClaim is gone are deleted.
 - Deployments and StatefulSets get pods (Running and Ready, or a failure injected per
   Workspace: crash loop, OOM, image pull error) and their status (ready/updated replicas).
 - Jobs labelled with a Workspace get one pod (labelled as the Job controller labels them),
@@ -26,10 +29,20 @@ from typing import Any
 
 import httpx
 
+from kaito_sandbox.sim.node_objects import (
+    NODE_KINDS,
+    NodeObjectKind,
+    instance_type,
+    joined_status,
+    launch_failed,
+    launch_failed_status,
+    list_owned,
+    node_for,
+)
+
 log = logging.getLogger(__name__)
 
 WORKSPACE_LABEL = "kaito.sh/workspace"
-MACHINES = "/apis/karpenter.sh/v1alpha5/machines"
 NODES = "/api/v1/nodes"
 
 
@@ -62,7 +75,7 @@ class SimulatedCluster:
     gpus_of: Callable[[str], int] = lambda sku: 1
     poll: float = 0.05
     machine_failures: dict[str, str] = field(default_factory=dict)
-    """Machine name → cloud error message (MachineLaunched=False)."""
+    """Machine or NodeClaim name → cloud error message (its launch condition False)."""
     pod_faults: dict[str, PodFault] = field(default_factory=dict)
     """Workspace name → the failure its pods show."""
     job_outcomes: dict[str, JobOutcome] = field(default_factory=dict)
@@ -94,7 +107,7 @@ class SimulatedCluster:
         with httpx.Client(base_url=self.server, timeout=10.0) as http:
             while not self._stop.is_set():
                 try:
-                    self._machines(http)
+                    self._node_objects(http)
                     self._workloads(http, "deployments")
                     self._workloads(http, "statefulsets")
                     self._jobs(http)
@@ -104,78 +117,41 @@ class SimulatedCluster:
                 self._stop.wait(self.poll)
 
     # --- nodes -------------------------------------------------------------------------
-    def _machines(self, http: httpx.Client) -> None:
-        # Only the workspace controller's Machines: other tests share the API server.
-        machines = http.get(MACHINES, params={"labelSelector": WORKSPACE_LABEL}).json()
-        machines = [m for m in machines.get("items", []) if m.get("spec")]
-        names = {m["metadata"]["name"] for m in machines}
-        for machine in machines:
-            name = machine["metadata"]["name"]
-            status = machine.get("status") or {}
-            if status.get("nodeName") or _launched_false(status):
+    def _node_objects(self, http: httpx.Client) -> None:
+        alive: dict[str, set[str]] = {}
+        for kind in NODE_KINDS:
+            objects = list_owned(http, kind)
+            if objects is None:
+                continue  # the listing failed: nothing is known gone, so no Node goes
+            alive[kind.node_label] = {obj["metadata"]["name"] for obj in objects}
+            for obj in objects:
+                self._provision(http, kind, obj)
+        for label, names in alive.items():
+            nodes = http.get(NODES, params={"labelSelector": label})
+            if nodes.status_code != 200:
                 continue
-            if name in self.machine_failures:
-                self._fail(http, name, self.machine_failures[name])
-                continue
-            first = self._seen.setdefault(name, time.monotonic())
-            if time.monotonic() - first >= self.provision_seconds:
-                self._join(http, machine)
-        nodes = http.get(NODES, params={"labelSelector": "kaito.sh/machine"}).json()
-        for node in nodes.get("items", []):
-            if node["metadata"]["labels"].get("kaito.sh/machine") not in names:
-                http.delete(f"{NODES}/{node['metadata']['name']}")
+            for node in nodes.json().get("items") or []:
+                if node["metadata"]["labels"].get(label) not in names:
+                    http.delete(f"{NODES}/{node['metadata']['name']}")
 
-    def _join(self, http: httpx.Client, machine: dict[str, Any]) -> None:
-        name = machine["metadata"]["name"]
-        sku = next(
-            (r["values"][0] for r in machine["spec"].get("requirements", [])
-             if r["key"] == "node.kubernetes.io/instance-type"),
-            "unknown",
-        )
-        node_name = f"aks-{name}-12345678-vmss000000"
-        gpus = str(self.gpus_of(sku))
-        labels = dict(machine["metadata"].get("labels") or {})
-        labels.update({
-            "node.kubernetes.io/instance-type": sku,
-            "kubernetes.azure.com/agentpool": name,
-            "kubernetes.io/hostname": node_name,
-            "kaito.sh/machine": name,
-        })
-        capacity = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": gpus}
-        http.post(NODES, json={
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node_name, "labels": labels},
-            "spec": {"taints": machine["spec"].get("taints", []),
-                     "providerID": f"azure:///sim/{name}"},
-            "status": {
-                "capacity": capacity,
-                "allocatable": capacity,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            },
-        })
-        now = _now()
-        conditions = [
-            {"type": t, "status": "True", "lastTransitionTime": now}
-            for t in ("MachineLaunched", "MachineRegistered", "MachineInitialized", "Ready")
-        ]
-        http.patch(
-            f"{MACHINES}/{name}/status",
-            json={"status": {"nodeName": node_name, "providerID": f"azure:///sim/{name}",
-                             "capacity": capacity, "allocatable": capacity,
-                             "conditions": conditions}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-
-    def _fail(self, http: httpx.Client, name: str, message: str) -> None:
-        http.patch(
-            f"{MACHINES}/{name}/status",
-            json={"status": {"conditions": [{
-                "type": "MachineLaunched", "status": "False", "reason": "LaunchFailed",
-                "message": message, "lastTransitionTime": _now(),
-            }]}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+    def _provision(self, http: httpx.Client, kind: NodeObjectKind, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        name = meta["name"]
+        status = obj.get("status") or {}
+        if status.get("nodeName") or launch_failed(kind, status):
+            return
+        merge = {"Content-Type": "application/merge-patch+json"}
+        if name in self.machine_failures:
+            http.patch(f"{kind.path}/{name}/status", headers=merge, json={
+                "status": launch_failed_status(kind, self.machine_failures[name])})
+            return
+        first = self._seen.setdefault(f"{kind.kind}/{meta.get('uid', name)}", time.monotonic())
+        if time.monotonic() - first < self.provision_seconds:
+            return
+        node = node_for(kind, obj, self.gpus_of(instance_type(obj)))
+        http.post(NODES, json=node)
+        http.patch(f"{kind.path}/{name}/status", headers=merge,
+                   json={"status": joined_status(kind, node)})
 
     # --- pods --------------------------------------------------------------------------
     def _workloads(self, http: httpx.Client, plural: str) -> None:
@@ -306,11 +282,6 @@ class SimulatedCluster:
 
 def _differs(wanted: dict[str, Any], live: dict[str, Any]) -> bool:
     return any(live.get(key) != value for key, value in wanted.items())
-
-
-def _launched_false(status: dict[str, Any]) -> bool:
-    return any(c.get("type") == "MachineLaunched" and c.get("status") == "False"
-               for c in status.get("conditions") or [])
 
 
 def _pod_status(template: dict[str, Any], fault: PodFault | None) -> dict[str, Any]:

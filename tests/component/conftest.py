@@ -1,4 +1,5 @@
-"""Fixtures for component tests: one emulated API server per session, one namespace per test."""
+"""Fixtures for component tests: one emulated API server per session, one namespace per test,
+and a short wait between the workspace controller's finalizer checks."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def http(kube_api: KubeApiEmulator) -> Iterator[httpx.Client]:
     """A plain HTTP client on the emulator (loopback only, bounded timeouts)."""
     with httpx.Client(base_url=kube_api.url, timeout=30.0) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def quick_finalizer_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deleted Workspace's finalizer looks again every 0.5 s instead of 5 s while its node
+    objects go away: the deletion tests wait on the Workspace being gone (observed state), and
+    would otherwise wait out the longer delay once or twice each."""
+    from kaito_operator.workspace import handlers
+
+    monkeypatch.setattr(handlers, "FINALIZE_DELAY", 0.5)

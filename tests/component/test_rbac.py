@@ -22,15 +22,25 @@ import httpx
 import pytest
 import yaml
 
+from kaito_operator.provisioner.handlers import FINALIZER
+from kaito_operator.settings import Settings
+from kaito_operator.workspace.operator import OperatorThread
+from kaito_operator.workspace.runtime import WorkspaceRuntime
 from kaito_sandbox.sim.aks import SimulatedAks
 from kaito_sandbox.sim.arm import ArmSimulator, Fault
 from kaito_sandbox.sim.cluster import SimulatedCluster
 from kaito_sandbox.sim.kube_api import KubeApiEmulator, RequestRecord
+from tests.component import provisioner_fixtures as fixtures
 from tests.component import test_provisioner as prov
 from tests.component import test_workspace_controller as wsc
 from tests.factories import inference_workspace, tuning_workspace, with_changes
 
 CHARTS = Path(__file__).resolve().parents[2] / "charts"
+#: The node-object kinds by the mode that creates them: (kind, collection path).
+NODE_OBJECTS = {
+    "machine": ("Machine", "/apis/karpenter.sh/v1alpha5/machines"),
+    "nodeclaim": ("NodeClaim", "/apis/karpenter.sh/v1/nodeclaims"),
+}
 OPERATOR_AGENTS = ("kaito-operator", "kaito-gpu-provisioner", "kopf/")
 
 
@@ -102,16 +112,39 @@ def check(rules: list[Grant], requests: list[RequestRecord],
 # --- the workspace operator --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
-    """Quick start to ready and deletion, a multi-node preset, a preferred node without a GPU
-    yet (labelled for the device plugin), an invalid Workspace, a repaired Service, and kopf
-    managing the webhook configuration: one operator, one namespace, one request log."""
-    ns = "rbac-ws"
+def leftover(mode: str, workspace: str, ns: str) -> tuple[str, dict[str, Any]]:
+    """A node object of the kind the *other* mode creates, labelled with the Workspace: what
+    a switch of `nodeProvisioning.mode` leaves behind. (collection path, body)"""
+    other = "nodeclaim" if mode == "machine" else "machine"
+    kind, path = NODE_OBJECTS[other]
+    labels = {"kaito.sh/workspace": workspace, "kaito.sh/workspacenamespace": ns,
+              "apps": "phi-3"}
+    requirement = {"key": "node.kubernetes.io/instance-type", "operator": "In",
+                   "values": ["Standard_NC12s_v3"]}
+    spec: dict[str, Any] = {"requirements": [requirement]}
+    if kind == "NodeClaim":
+        spec["nodeClassRef"] = {"group": "karpenter.azure.com", "kind": "AKSNodeClass",
+                                "name": "default"}
+    version = path.split("/")[3]
+    return path, {"apiVersion": f"karpenter.sh/{version}", "kind": kind,
+                  "metadata": {"name": f"left{kind.lower()}", "labels": labels}, "spec": spec}
+
+
+@pytest.fixture(scope="module", params=sorted(NODE_OBJECTS))
+def workspace_run(request: pytest.FixtureRequest) -> Iterator[tuple[
+        KubeApiEmulator, str, dict[str, Any]]]:
+    """Quick start to ready and deletion (with a node object of the other kind left from an
+    earlier mode, deleted with it), a multi-node preset, a preferred node without a GPU yet
+    (labelled for the device plugin), an invalid Workspace, a repaired Service, and kopf
+    managing the webhook configuration: one operator, one namespace, one request log, in the
+    node-provisioning mode of the param (machine, nodeclaim)."""
+    ns, mode = "rbac-ws", request.param
     with KubeApiEmulator() as api, httpx.Client(base_url=api.url, timeout=10.0) as http, \
             SimulatedCluster(api.url, gpus_of=wsc.gpus_of):
-        facts: dict[str, Any] = {}
-        op = wsc.start_operator(api, ns)
+        facts: dict[str, Any] = {"mode": mode}
+        runtime = WorkspaceRuntime(wsc.CATALOG, Settings(requeue_seconds=0.5,
+                                                         node_provisioning=mode))
+        op = OperatorThread(runtime, api.url, [ns]).start(timeout=60)
         try:
             wsc.apply(http, ns, inference_workspace(name="phi"))
             wsc.apply(http, ns, with_changes(inference_workspace(name="falcon"), {
@@ -174,9 +207,19 @@ def workspace_run() -> Iterator[tuple[KubeApiEmulator, str, dict[str, Any]]]:
             http.delete(f"/api/v1/namespaces/{ns}/services/phi")
             wsc.wait_for(lambda: http.get(f"/api/v1/namespaces/{ns}/services/phi")
                          .status_code == 200, what="the Service to be put back")
+            # A node object of the other kind, left from an earlier mode: it is the
+            # Workspace's (the condition names it), and goes with it.
+            path, body = leftover(mode, "phi", ns)
+            assert http.post(path, json=body).status_code == 201
+            left = body["metadata"]["name"]
+            condition = "MachineReady" if mode == "machine" else "NodeClaimReady"
+            wsc.wait_for(lambda: left in (wsc.condition(wsc.workspace(http, ns, "phi"),
+                                                        condition) or {}).get("message", ""),
+                         timeout=60, what=f"{condition} to count the left-over {left}")
             http.delete(f"{wsc.WS_PATH.format(ns=ns)}/phi")
             wsc.wait_for(lambda: http.get(f"{wsc.WS_PATH.format(ns=ns)}/phi").status_code == 404,
                          timeout=60, what="the Workspace to go")
+            assert http.get(f"{path}/{left}").status_code == 404
             children = http.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets").json()["items"]
             facts["blockOwnerDeletion"] = any(
                 ref.get("blockOwnerDeletion") and ref["kind"] == "Workspace"
@@ -263,10 +306,14 @@ WORKSPACE_CASES = {
 }
 
 
+def mode_values(facts: dict[str, Any]) -> dict[str, Any]:
+    return {"nodeProvisioning": {"mode": facts["mode"]}}
+
+
 @pytest.mark.parametrize("case", sorted(WORKSPACE_CASES))
 def test_workspace_chart_allows_every_request_and_nothing_else(workspace_run, case):
     api, ns, facts = workspace_run
-    values = {"webhook": {"tls": "operator"}} | WORKSPACE_CASES[case]
+    values = {"webhook": {"tls": "operator"}} | WORKSPACE_CASES[case] | mode_values(facts)
     requests = operator_requests(api)
     assert {r.user_agent.split("/")[0] for r in requests} == {"kaito-operator", "kopf"}
     assert facts["webhook"], "kopf did not put a CA bundle into the webhook configuration"
@@ -278,59 +325,95 @@ def test_workspace_chart_allows_every_request_and_nothing_else(workspace_run, ca
 
 
 def test_chart_managed_webhook_needs_no_webhook_rights(workspace_run):
-    api, _, _ = workspace_run
-    rules = grants("kaito-workspace", {})  # tls: helm, the chart owns the configuration
+    api, _, facts = workspace_run
+    rules = grants("kaito-workspace", mode_values(facts))  # tls: helm: the chart's configuration
     assert not [g for g in rules if g.resource == "validatingwebhookconfigurations"]
     requests = [r for r in operator_requests(api) if r.group != "admissionregistration.k8s.io"]
     check(rules, requests, {("kaito.sh", "workspaces/finalizers", "update")})
 
 
 def test_namespaced_install_grants_nothing_outside_its_namespaces(workspace_run):
-    rules = grants("kaito-workspace", {"watchNamespaces": ["rbac-ws"]})
+    _, _, facts = workspace_run
+    rules = grants("kaito-workspace", {"watchNamespaces": ["rbac-ws"]} | mode_values(facts))
     cluster = {(g.group, g.resource) for g in rules if g.namespace is None}
-    assert cluster == {("karpenter.sh", "machines"), ("", "nodes")}
+    assert cluster == {("karpenter.sh", "machines"), ("karpenter.sh", "nodeclaims"),
+                       ("", "nodes")}
     api, _, _ = workspace_run
     outside = RequestRecord(method="GET", path="", query={}, verb="list", group="apps",
                             resource="deployments", namespace="elsewhere")
     assert not allowing(rules, outside)
 
 
+def test_operator_creates_only_its_modes_kind(workspace_run):
+    """The run created node objects of the mode's kind only (the left-over was the test's)."""
+    api, _, facts = workspace_run
+    kind = NODE_OBJECTS[facts["mode"]][0]
+    created = {r.resource for r in operator_requests(api)
+               if r.verb == "create" and r.group == "karpenter.sh"}
+    assert created == {kind.lower() + "s"}
+
+
 # --- the gpu-provisioner -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def provisioner_run() -> Iterator[KubeApiEmulator]:
-    """A Machine to Ready (labels copied onto the Node by the provisioner), a permanent cloud
-    failure (Warning Event), deletion of both, and a Node AKS left behind after its pool went."""
+#: Per nodeKind: the collection it provisions, its launch condition, how the test creates one,
+#: and the other kind (collection, body builder) that the provisioner only finalizes.
+KINDS = {
+    "machine": (fixtures.MACHINES, "MachineLaunched", fixtures.machine_body,
+                fixtures.NODECLAIMS, fixtures.nodeclaim_body),
+    "nodeclaim": (fixtures.NODECLAIMS, "Launched", fixtures.nodeclaim_body,
+                  fixtures.MACHINES, fixtures.machine_body),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def provisioner_run(request: pytest.FixtureRequest) -> Iterator[tuple[KubeApiEmulator, str]]:
+    """A Machine or NodeClaim (nodeKind, the param) to Ready (labels copied onto the Node by
+    the provisioner), a permanent cloud failure (Warning Event), a Workspace's object of the
+    other kind (left from an earlier mode: finalized only), deletion of all three, and a Node
+    AKS left behind after its pool went."""
+    node_kind = request.param
+    path, launched, body, other_path, other_body = KINDS[node_kind]
+
+    def get(collection: str, name: str) -> dict[str, Any] | None:
+        return fixtures.get_object(http, collection, name)
+
     with KubeApiEmulator() as api, httpx.Client(base_url=api.url, timeout=10.0) as http, \
             ArmSimulator(lro_polls=2, token="test-token", max_hang_s=2.0) as arm:
         started = prov.Provisioners(api, arm)
         try:
             with SimulatedAks(api.url, arm, prov.gpus_of, apply_pool_labels=False):
-                started.start()
-                good, bad = prov.new_name(), prov.new_name()
+                started.start(node_kind=node_kind)
+                good, bad, old = prov.new_name(), prov.new_name(), prov.new_name()
                 arm.inject("put", Fault.quota(times=None), pool=bad)
-                prov.create_machine(http, good)
-                prov.create_machine(http, bad)
-                prov.wait_condition(http, good, "Ready", "True")
-                prov.wait_condition(http, bad, "MachineLaunched", "False")
-                node = prov.get_machine(http, good)["status"]["nodeName"]
+                for name in (good, bad):
+                    assert http.post(path, json=body(name)).status_code == 201
+                assert http.post(other_path, json=other_body(old)).status_code == 201
+                prov.wait_condition(http, good, "Ready", "True", path=path)
+                prov.wait_condition(http, bad, launched, "False", path=path)
+                prov.wait_for(lambda: FINALIZER in (get(other_path, old) or {}).get(
+                    "metadata", {}).get("finalizers", []),
+                    what="the other kind's object to get the provisioner's finalizer")
+                node = (get(path, good) or {})["status"]["nodeName"]
             # AKS is gone (stopped): the pool is deleted but its Node stays behind.
-            for name in (good, bad):
-                assert http.delete(f"{prov.MACHINES}/{name}").status_code in (200, 202)
-            for name in (good, bad):
-                prov.wait_for(lambda n=name: prov.get_machine(http, n) is None,
-                              what="the Machine to go")
+            for collection, name in ((path, good), (path, bad), (other_path, old)):
+                assert http.delete(f"{collection}/{name}").status_code in (200, 202)
+            for collection, name in ((path, good), (path, bad), (other_path, old)):
+                prov.wait_for(lambda c=collection, n=name: get(c, n) is None,
+                              what=f"{name} to go")
             prov.wait_for(lambda: http.get(f"{prov.NODES}/{node}").status_code == 404,
                           what="the left-behind Node to be deleted")
         finally:
             started.stop_all()
-        yield api
+        yield api, node_kind
 
 
 def test_provisioner_chart_allows_every_request_and_nothing_else(provisioner_run):
-    requests = operator_requests(provisioner_run)
+    api, node_kind = provisioner_run
+    requests = operator_requests(api)
     assert {r.user_agent.split("/")[0] for r in requests} == {"kaito-gpu-provisioner", "kopf"}
     events = {r.namespace for r in requests if r.resource == "events"}
     assert events == {"default"}
-    check(grants("gpu-provisioner", {}), requests)
+    status = {resource_of(r) for r in requests if r.subresource == "status"}
+    assert status == {f"{node_kind}s/status"}, "only nodeKind's status is written"
+    check(grants("gpu-provisioner", {"nodeKind": node_kind}), requests)

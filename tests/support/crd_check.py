@@ -1,11 +1,13 @@
 """Apply a CRD's schema to objects as the API server does: defaults, then the OpenAPI schema
 (with strict field validation, as `kubectl apply` asks for), then the CEL rules, with `oldSelf`
 for transition rules on updates. Used to test the generated CRDs against real objects without
-an API server; CEL is evaluated by cel-python."""
+an API server; CEL is evaluated by cel-python, with the Kubernetes library functions the CRDs
+we test use (`find`, from Kubernetes' regex library: Karpenter's requirement-key rule)."""
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +70,16 @@ def _walk(
             yield from _walk(schema["items"], item, None, f"{path}[{i}]")
 
 
+def _find(value: Any, pattern: Any) -> celpy.celtypes.StringType:
+    """Kubernetes' `<string>.find(<regex>)`: the first match, or ''."""
+    match = re.search(str(pattern), str(value))
+    return celpy.celtypes.StringType(match.group(0) if match else "")
+
+
+#: The Kubernetes CEL library functions cel-python lacks, as far as our CRDs need them.
+KUBERNETES_FUNCTIONS = {"find": _find}
+
+
 def cel_errors(schema: dict[str, Any], obj: Any, old: Any = None) -> list[str]:
     """Messages of the CEL rules `obj` breaks. Transition rules (those naming `oldSelf`) run
     only where the old object has a value at the same path, as in the API server."""
@@ -81,7 +93,11 @@ def cel_errors(schema: dict[str, Any], obj: Any, old: Any = None) -> list[str]:
             activation = {"self": celpy.json_to_cel(value)}
             if transition:
                 activation["oldSelf"] = celpy.json_to_cel(old_value)
-            result = env.program(env.compile(rule["rule"])).evaluate(activation)
+            program = env.program(env.compile(rule["rule"]), functions=KUBERNETES_FUNCTIONS)
+            try:
+                result = program.evaluate(activation)
+            except celpy.CELEvalError as exc:  # e.g. a missing field: the API server refuses
+                result = exc
             if isinstance(result, Exception) or not bool(result):
                 failures.append(f"{path or '<root>'}: {rule['message']}")
     return failures

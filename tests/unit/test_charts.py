@@ -52,7 +52,17 @@ CASES: dict[tuple[str, str], dict[str, Any]] = {
         "webhook": {"enabled": False}, "rbac": {"create": False},
         "serviceAccount": {"create": False, "name": "existing"},
     },
+    ("kaito-workspace", "nodeclaim-aws"): {
+        "nodeProvisioning": {"mode": "nodeclaim", "nodeClaim": {
+            "nodePool": "gpu", "skuLabel": "",
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                             "name": "gpu"}}},
+    },
+    ("kaito-workspace", "bring-your-own-nodes"): {"nodeProvisioning": {"mode": "none"}},
     ("gpu-provisioner", "defaults"): {},
+    ("gpu-provisioner", "nodeclaim"): {"azure": AZURE, "nodeKind": "nodeclaim"},
+    ("gpu-provisioner", "karpenter-owns-the-crd"): {
+        "nodeKind": "nodeclaim", "crds": {"nodeClaim": {"install": False}}},
     ("gpu-provisioner", "aks"): {"azure": AZURE, "settings": {"gcGracePeriod": "30m"},
                                  "rbac": {"eventsNamespace": "kube-system"},
                                  "image": {"tag": "0.1.0", "digest": "sha256:" + "c" * 64}},
@@ -388,11 +398,133 @@ def test_provisioner_gets_azure_settings_and_workload_identity():
     assert env["ARM_ENDPOINT"] == "https://management.usgovcloudapi.net"
 
 
-def test_provisioner_rbac_is_machines_nodes_and_events_only():
-    docs = render("gpu-provisioner", {})
+def karpenter_grants(docs: list[dict]) -> dict[str, set[str]]:
+    """resource -> verbs the chart's ClusterRole grants in the karpenter.sh group."""
+    out: dict[str, set[str]] = {}
+    for role in by_kind(docs, "ClusterRole"):
+        for rule in role["rules"]:
+            if "karpenter.sh" in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    out.setdefault(resource, set()).update(rule["verbs"])
+    return out
+
+
+@pytest.mark.parametrize(("node_kind", "status"), [
+    ("machine", "machines/status"), ("nodeclaim", "nodeclaims/status")])
+def test_provisioner_rbac_is_node_objects_nodes_and_events_only(node_kind, status):
+    docs = render("gpu-provisioner", {"nodeKind": node_kind})
     granted = {res for kind in ("ClusterRole", "Role") for d in by_kind(docs, kind)
                for rule in d["rules"] for res in rule["resources"]}
-    assert granted == {"machines", "machines/status", "nodes", "events"}
+    assert granted == {"machines", "nodeclaims", status, "nodes", "events"}
+    # Both kinds are watched and finalized whatever nodeKind is; only nodeKind's status is
+    # written (the other kind is only finalized, so an old Workspace can still be deleted).
+    rules = karpenter_grants(docs)
+    assert rules["machines"] == rules["nodeclaims"] == {"list", "watch", "patch"}
+    assert rules[status] == {"patch"}
+    _, main = container(docs)
+    env = {e["name"]: e["value"] for e in main["env"]}
+    assert env["PROVISIONER_NODE_KIND"] == node_kind
+
+
+@pytest.mark.parametrize(("mode", "created"), [
+    ("machine", "machines"), ("nodeclaim", "nodeclaims"), ("none", None)])
+@pytest.mark.parametrize("namespaces", [[], ["team-a"]], ids=["cluster-wide", "namespaced"])
+def test_operator_creates_only_its_modes_kind(mode, created, namespaces):
+    """Every mode reads and deletes both kinds (objects left from an earlier mode are still
+    the Workspace's); only the mode's kind is created, and in mode none neither is."""
+    docs = render("kaito-workspace", {"nodeProvisioning": {"mode": mode},
+                                      "watchNamespaces": namespaces})
+    rules = karpenter_grants(docs)
+    assert set(rules) == {"machines", "nodeclaims"}
+    for resource, verbs in rules.items():
+        expected = {"list", "watch", "delete"} | ({"create"} if resource == created else set())
+        assert verbs == expected, resource
+    for role in by_kind(docs, "Role"):
+        assert not [r for r in role["rules"] if "karpenter.sh" in r["apiGroups"]]
+
+
+def operator_env(values: dict[str, Any]) -> dict[str, str]:
+    _, main = container(render("kaito-workspace", values))
+    return {e["name"]: e["value"] for e in main["env"] if "value" in e}
+
+
+def test_node_provisioning_values_become_the_operators_settings():
+    from kaito_operator.settings import settings_from_env
+
+    env = operator_env(CASES[("kaito-workspace", "nodeclaim-aws")])
+    assert env["KAITO_NODE_PROVISIONING"] == "nodeclaim"
+    assert env["KAITO_NODECLAIM_SKU_LABEL"] == ""
+    settings = settings_from_env(env)
+    assert (settings.node_provisioning, settings.nodeclaim_nodepool,
+            settings.nodeclaim_node_class_group, settings.nodeclaim_node_class_kind,
+            settings.nodeclaim_node_class_name, settings.nodeclaim_sku_label) == (
+        "nodeclaim", "gpu", "karpenter.k8s.aws", "EC2NodeClass", "gpu", "")
+    defaults = settings_from_env(operator_env({}))
+    assert defaults.node_provisioning == "machine"
+    assert (defaults.nodeclaim_node_class_group, defaults.nodeclaim_node_class_kind,
+            defaults.nodeclaim_sku_label) == (
+        "karpenter.azure.com", "AKSNodeClass", "karpenter.azure.com/sku-name")
+    none = settings_from_env(operator_env(CASES[("kaito-workspace", "bring-your-own-nodes")]))
+    assert none.node_provisioning == "none"
+
+
+@pytest.mark.parametrize(("chart", "bad"), [
+    ("kaito-workspace", {"nodeProvisioning": {"mode": "karpenter"}}),
+    ("kaito-workspace", {"nodeProvisioning": {"mode": "NodeClaim"}}),
+    ("kaito-workspace", {"nodeProvisioning": {"nodeClaim": {"nodePool": "Kaito_GPU"}}}),
+    ("kaito-workspace", {"nodeProvisioning": {"nodeClaim": {"nodeClassRef": {"name": ""}}}}),
+    ("kaito-workspace", {"nodeProvisioning": {"nodeClaim": {
+        "nodeClassRef": {"group": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+                         "name": "x"}}}}),
+    ("kaito-workspace", {"nodeProvisioning": {"nodeClaim": {"skuLabel": "bad label"}}}),
+    ("kaito-workspace", {"nodeProvisioning": {"nodeClaims": {}}}),
+    ("gpu-provisioner", {"nodeKind": "nodeclaims"}),
+    ("gpu-provisioner", {"crds": {"nodeClaim": {"install": "yes"}}}),
+    ("gpu-provisioner", {"crds": {"nodeclaim": {"install": False}}}),
+], ids=lambda v: json.dumps(v) if isinstance(v, dict) else v)
+def test_bad_node_provisioning_values_are_refused(chart, bad):
+    with pytest.raises(helm.HelmValuesError):
+        helm.Chart.load(CHARTS / chart).validate_schema(bad)
+
+
+NODECLAIM_CRD = "karpenter.sh_nodeclaims.yaml"
+
+
+def test_provisioner_chart_installs_the_nodeclaim_crd_unless_told_not_to():
+    """The template carries crds/karpenter.sh_nodeclaims.yaml (a byte-identical copy under
+    files/), with the chart's labels and the keep policy; crds.nodeClaim.install=false leaves
+    it out. The workspace chart never carries it (whoever provisions NodeClaims brings it)."""
+    copy = CHARTS / "gpu-provisioner" / "files" / NODECLAIM_CRD
+    assert copy.read_bytes() == (ROOT / "crds" / NODECLAIM_CRD).read_bytes(), (
+        "regenerate: make crds")
+    source = yaml.safe_load((ROOT / "crds" / NODECLAIM_CRD).read_text())
+    for values in ({}, {"nodeKind": "machine"}, {"nodeKind": "nodeclaim"}):
+        (crd,) = by_kind(render("gpu-provisioner", values), "CustomResourceDefinition")
+        assert crd["spec"] == source["spec"]
+        assert crd["metadata"]["name"] == source["metadata"]["name"] == "nodeclaims.karpenter.sh"
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == "gpu-provisioner"
+    skipped = render("gpu-provisioner", CASES[("gpu-provisioner", "karpenter-owns-the-crd")])
+    assert not by_kind(skipped, "CustomResourceDefinition")
+    assert by_kind(skipped, "Deployment")
+    assert "crds.nodeClaim.install=false" in notes(
+        "gpu-provisioner", CASES[("gpu-provisioner", "karpenter-owns-the-crd")])
+    assert not by_kind(render("kaito-workspace", {"nodeProvisioning": {"mode": "nodeclaim"}}),
+                       "CustomResourceDefinition")
+
+
+@pytest.mark.parametrize(("mode", "words"), [
+    ("machine", ["machines.karpenter.sh", "gpu-provisioner", "nodeKind=machine"]),
+    ("nodeclaim", ["nodeclaims.karpenter.sh", 'NodePool "kaito"', "AKSNodeClass/default",
+                   "nodeKind=nodeclaim", "docs/install.md"]),
+    ("none", ["InsufficientNodes", "resource.preferredNodes", "kubectl label node"]),
+])
+def test_notes_explain_the_node_provisioning_mode(mode, words):
+    text = notes("kaito-workspace", {"nodeProvisioning": {"mode": mode}})
+    for word in words:
+        assert word in text, (mode, word)
+    if mode == "none":
+        assert "karpenter.sh" not in text
 
 
 def test_schema_is_valid_json_schema():

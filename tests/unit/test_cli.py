@@ -149,6 +149,38 @@ def test_render_multi_node_example(capsys):
     assert kinds == ["Machine", "Machine", "Service", "Service", "StatefulSet"]
 
 
+@pytest.mark.parametrize(("flag", "env", "node_kinds"), [
+    ([], None, ["Machine", "Machine"]),
+    (["--node-provisioning", "machine"], "nodeclaim", ["Machine", "Machine"]),
+    (["--node-provisioning", "nodeclaim"], None, ["NodeClaim", "NodeClaim"]),
+    ([], "nodeclaim", ["NodeClaim", "NodeClaim"]),
+    (["--node-provisioning", "none"], None, []),
+    ([], "none", []),
+], ids=["default", "flag-beats-env", "flag-nodeclaim", "env-nodeclaim", "flag-none", "env-none"])
+def test_render_shows_the_node_objects_of_the_mode(capsys, monkeypatch, flag, env, node_kinds):
+    if env:
+        monkeypatch.setenv("KAITO_NODE_PROVISIONING", env)
+    else:
+        monkeypatch.delenv("KAITO_NODE_PROVISIONING", raising=False)
+    monkeypatch.setenv("KAITO_NODECLAIM_NODE_CLASS_KIND", "EC2NodeClass")
+    falcon = str(ROOT / "examples/inference/kaito_workspace_falcon_40b_multinode.yaml")
+    code, out, _ = run(capsys, "render", *flag, falcon)
+    assert code == 0
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == [*node_kinds, "Service", "Service", "StatefulSet"]
+    for claim in (d for d in docs if d["kind"] == "NodeClaim"):
+        assert claim["apiVersion"] == "karpenter.sh/v1"
+        assert claim["spec"]["nodeClassRef"]["kind"] == "EC2NodeClass"  # the env's settings
+
+
+def test_render_refuses_an_unknown_mode(capsys):
+    falcon = str(ROOT / "examples/inference/kaito_workspace_falcon_40b_multinode.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, "render", "--node-provisioning", "karpenter", falcon)
+    assert exit_.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_render_refuses_invalid_workspaces(capsys, tmp_path):
     bad = with_changes(inference_workspace(), {"inference.preset.name": "phi-4"})
     path = tmp_path / "bad.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kaito_operator.api.crd import CRDS, machine_crd, render, workspace_crd
+from kaito_operator.api.crd import CRDS, machine_crd, main, nodeclaim_crd, render, workspace_crd
 from tests.factories import (
     DELETE,
     example_workspaces,
@@ -38,7 +38,8 @@ def _nodes(schema, path="openAPIV3Schema"):
         yield from _nodes(schema["items"], f"{path}[]")
 
 
-@pytest.mark.parametrize("build", [workspace_crd, machine_crd], ids=["workspace", "machine"])
+@pytest.mark.parametrize("build", [workspace_crd, machine_crd, nodeclaim_crd],
+                         ids=["workspace", "machine", "nodeclaim"])
 def test_schema_is_structural(build):
     """The rules of a structural schema (apiextensions.k8s.io/v1 refuses anything else)."""
     version = build()["spec"]["versions"][0]
@@ -81,6 +82,33 @@ def test_workspace_names():
     assert workspace_crd()["metadata"]["name"] == "workspaces.kaito.sh"
     assert machine_crd()["spec"]["scope"] == "Cluster"
     assert machine_crd()["metadata"]["name"] == "machines.karpenter.sh"
+    assert nodeclaim_crd()["spec"]["scope"] == "Cluster"
+    assert nodeclaim_crd()["metadata"]["name"] == "nodeclaims.karpenter.sh"
+    assert nodeclaim_crd()["spec"]["versions"][0]["name"] == "v1"
+
+
+def test_nodeclaim_printer_columns():
+    """As Karpenter's: Type, Node, Ready and Age by default; NodePool and NodeClass wide."""
+    columns = nodeclaim_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    default_view = [c["name"] for c in columns if not c.get("priority")]
+    assert default_view == ["Type", "Capacity", "Zone", "Node", "Ready", "Age"]
+    by_name = {c["name"]: c for c in columns}
+    assert by_name["Type"]["jsonPath"] == ".metadata.labels.node\\.kubernetes\\.io/instance-type"
+    assert by_name["NodePool"]["jsonPath"] == ".metadata.labels.karpenter\\.sh/nodepool"
+    assert by_name["NodeClass"]["jsonPath"] == ".spec.nodeClassRef.name"
+    assert by_name["NodePool"]["priority"] == by_name["NodeClass"]["priority"] == 1
+    assert by_name["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def test_write_only_selected_crds(tmp_path):
+    """`make crds` writes the workspace chart's pair only (the NodeClaim CRD goes with the
+    gpu-provisioner chart)."""
+    assert main(["--write", str(tmp_path), "--only", "kaito.sh_workspaces.yaml",
+                 "--only", "karpenter.sh_machines.yaml"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kaito.sh_workspaces.yaml", "karpenter.sh_machines.yaml"]
+    assert main(["--write", str(tmp_path / "all")]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(CRDS)
 
 
 def _rules_at(schema, *path):

@@ -9,9 +9,9 @@ import pytest
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.settings import Settings, SettingsError, settings_from_env
 from kaito_operator.workspace.apply import drifted
-from kaito_operator.workspace.machines import build_machine, free_indices
 from kaito_operator.workspace.names import machine_name, pull_secret_volume_name
 from kaito_operator.workspace.nodes import choose_nodes
+from kaito_operator.workspace.provisioning import build_machine, free_indices
 from kaito_operator.workspace.sizing import disk_limit, host_share, quantity_bytes
 from kaito_operator.workspace.workload import (
     build_headless_service,

@@ -46,3 +46,18 @@ what runs, whatever the tag), otherwise `<repository>:<tag or appVersion>`. */}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when this release installs (or keeps managing) the NodeClaim CRD: the value
+crds.nodeClaim.install is on and the CRD is absent or was installed by this very release.
+A CRD that Karpenter (or another release) installed is left alone; `lookup` sees the cluster
+at install/upgrade time (`helm template` sees none, so it renders the CRD). */}}
+{{- define "gpu-provisioner.installNodeClaimCRD" -}}
+{{- if .Values.crds.nodeClaim.install }}
+{{- $existing := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "nodeclaims.karpenter.sh" }}
+{{- if not $existing }}true
+{{- else }}
+{{- $annotations := dig "metadata" "annotations" (dict) $existing }}
+{{- if and (eq (get $annotations "meta.helm.sh/release-name") .Release.Name) (eq (get $annotations "meta.helm.sh/release-namespace") .Release.Namespace) }}true{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

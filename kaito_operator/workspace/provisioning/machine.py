@@ -1,20 +1,30 @@
-"""Machines for a Workspace's missing GPU nodes (pure builder and reducers)."""
+"""`machine` mode: one `karpenter.sh/v1alpha5` Machine per missing GPU node (as the seed
+documents; served by the gpu-provisioner before v0.3)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kaito_operator.api.machine import INSTANCE_TYPE_LABEL, READY, Machine
+from kaito_operator.api.machine import INSTANCE_TYPE_LABEL, LAUNCHED, READY
 from kaito_operator.api.workspace import Workspace
+from kaito_operator.kube import MACHINES
+from kaito_operator.settings import Settings
 from kaito_operator.workspace.names import (
     GPU_TAINT,
     WORKSPACE_LABEL,
     WORKSPACE_NAMESPACE_LABEL,
     machine_name,
 )
+from kaito_operator.workspace.provisioning.base import (
+    ConditionNames,
+    OwnedNode,
+    Provisioner,
+    owned_view,
+)
 
 PROVISIONER_LABEL = "karpenter.sh/provisioner-name"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+KIND = "Machine"
 
 
 def machine_labels(ws: Workspace) -> dict[str, str]:
@@ -33,7 +43,6 @@ def build_machine(ws: Workspace, index: int, disk_gib: int) -> dict[str, Any]:
     """The Machine for node `index` of the Workspace: instance-type requirement, the user's
     labels (the provisioner copies them onto the node), the GPU taint and the OS disk."""
     name = machine_name(ws.namespace, ws.name, index)
-    labels = machine_labels(ws)
     requirements = [
         {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [ws.resource.instance_type]},
         {"key": PROVISIONER_LABEL, "operator": "In", "values": ["default"]},
@@ -45,10 +54,10 @@ def build_machine(ws: Workspace, index: int, disk_gib: int) -> dict[str, Any]:
     ]
     return {
         "apiVersion": "karpenter.sh/v1alpha5",
-        "kind": "Machine",
+        "kind": KIND,
         "metadata": {
             "name": name,
-            "labels": labels,
+            "labels": machine_labels(ws),
             "annotations": {DO_NOT_DISRUPT: "true"},
         },
         "spec": {
@@ -60,26 +69,22 @@ def build_machine(ws: Workspace, index: int, disk_gib: int) -> dict[str, Any]:
     }
 
 
-def is_ready(machine: Machine) -> bool:
-    cond = machine.condition(READY)
-    return cond is not None and cond.status == "True"
+def _build(ws: Workspace, index: int, disk_gib: int, settings: Settings) -> dict[str, Any]:
+    return build_machine(ws, index, disk_gib)
 
 
-def failure(machine: Machine) -> str | None:
-    """The cloud's message when provisioning failed for good (`MachineLaunched=False`)."""
-    for cond in (machine.status.conditions if machine.status else None) or []:
-        if cond.status == "False" and cond.type == "MachineLaunched" and cond.message:
-            return cond.message
-    return None
+def machine_view(obj: dict[str, Any]) -> OwnedNode:
+    """A Machine as the controller sees it: ready on `Ready=True`, failed for good on
+    `MachineLaunched=False` (its message, else its reason)."""
+    return owned_view(obj, KIND, LAUNCHED, READY)
 
 
-def free_indices(ws: Workspace, existing: set[str], wanted: int) -> list[int]:
-    """Indices whose Machine does not exist yet, lowest first, until `wanted` exist in all."""
-    missing: list[int] = []
-    index = 0
-    have = len(existing)
-    while have + len(missing) < wanted:
-        if machine_name(ws.namespace, ws.name, index) not in existing:
-            missing.append(index)
-        index += 1
-    return missing
+MACHINE_PROVISIONER = Provisioner(
+    mode="machine",
+    kind=MACHINES,
+    build=_build,
+    condition=ConditionNames(
+        type="MachineReady", failed="MachineFailed", none_needed="NoMachinesNeeded",
+        ready="MachinesReady", provisioning="MachinesProvisioning", noun="machine(s)",
+    ),
+)
