@@ -14,6 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 PREFIX = "KAITO_"
 
 
+#: What the NodeClaim settings must be for Karpenter's CRD to accept the NodeClaims (the chart's
+#: values schema says the same): a NodePool name, a label key (the form of
+#: `kaito_operator.api.nodeclaim.LABEL_KEY`, written again here: settings and api are
+#: independent layers).
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_LABEL_KEY = (r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+              r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
 class Settings(BaseModel):
     """Environment variable = `KAITO_` + the field name upper-cased (`KAITO_IMAGE_REGISTRY`)."""
 
@@ -69,16 +78,18 @@ class Settings(BaseModel):
     per missing node (the gpu-provisioner before v0.3); `nodeclaim` creates a `karpenter.sh/v1`
     NodeClaim (gpu-provisioner v0.3+ or Karpenter); `none` creates nothing and uses the Ready
     nodes that carry the Workspace's labels (bring your own nodes)."""
-    nodeclaim_nodepool: str = Field(default="kaito", min_length=1, max_length=63)
+    nodeclaim_nodepool: str = Field(default="kaito", max_length=63, pattern=_DNS_LABEL)
     """`nodeclaim` mode: the NodePool named by the `karpenter.sh/nodepool` label and
     requirement of every NodeClaim."""
-    nodeclaim_node_class_group: str = Field(default="karpenter.azure.com", min_length=1)
+    nodeclaim_node_class_group: str = Field(default="karpenter.azure.com", min_length=1,
+                                            pattern=r"^[^/]*$")
     """`nodeclaim` mode: `spec.nodeClassRef.group` (`karpenter.k8s.aws` on AWS)."""
     nodeclaim_node_class_kind: str = Field(default="AKSNodeClass", min_length=1)
     """`nodeclaim` mode: `spec.nodeClassRef.kind` (`EC2NodeClass` on AWS)."""
     nodeclaim_node_class_name: str = Field(default="default", min_length=1)
     """`nodeclaim` mode: `spec.nodeClassRef.name`, the NodeClass object to use."""
-    nodeclaim_sku_label: str = "karpenter.azure.com/sku-name"
+    nodeclaim_sku_label: str = Field(default="karpenter.azure.com/sku-name", max_length=316,
+                                     pattern=rf"^({_LABEL_KEY})?$")
     """`nodeclaim` mode: the cloud's own instance-type key, required to equal the instance
     type besides `node.kubernetes.io/instance-type` (empty: none; AWS needs none)."""
 

@@ -168,13 +168,3 @@ class NodeClaim(ApiModel):
             if req.key == INSTANCE_TYPE_LABEL and req.operator == "In" and req.values:
                 return req.values[0]
         return None
-
-    def condition(self, type_: str) -> NodeClaimCondition | None:
-        for cond in (self.status.conditions if self.status else None) or []:
-            if cond.type == type_:
-                return cond
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The object as it would be written: camelCase, only the fields that were set."""
-        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")

@@ -54,27 +54,19 @@ class NodeKind:
         return self.kind.kind
 
 
-def _machine(body: Mapping[str, Any]) -> Machine | NodeClaim:
-    return Machine.model_validate(body)
-
-
-def _nodeclaim(body: Mapping[str, Any]) -> Machine | NodeClaim:
-    return NodeClaim.model_validate(body)
-
-
 MACHINE_KIND = NodeKind(
     name="machine",
     kind=MACHINES,
     conditions=ConditionTypes(machine_api.LAUNCHED, machine_api.REGISTERED,
                               machine_api.INITIALIZED, machine_api.READY),
-    parse=_machine,
+    parse=Machine.model_validate,
 )
 NODECLAIM_KIND = NodeKind(
     name="nodeclaim",
     kind=NODECLAIMS,
     conditions=ConditionTypes(nodeclaim_api.LAUNCHED, nodeclaim_api.REGISTERED,
                               nodeclaim_api.INITIALIZED, nodeclaim_api.READY),
-    parse=_nodeclaim,
+    parse=NodeClaim.model_validate,
 )
 NODE_KIND_BY_NAME: Mapping[NodeKindName, NodeKind] = {
     "machine": MACHINE_KIND,

@@ -119,11 +119,14 @@ class Reconciler:
         return Outcome(None if done else self.settings.poll_seconds, reached)
 
     def _gpus(self, body: Mapping[str, Any]) -> int:
-        for req in (body.get("spec") or {}).get("requirements") or []:
-            if req.get("key") == "node.kubernetes.io/instance-type" and req.get("values"):
-                sku = self.catalog.sku(req["values"][0])
-                return sku.gpu_count if sku else 0
-        return 0
+        """The GPUs of the object's instance type (0: none named, unknown, or the object is too
+        malformed to read: its failure is being written)."""
+        try:
+            vm_size = self.node_kind.parse(body).instance_type
+        except ValidationError:
+            return 0
+        sku = self.catalog.sku(vm_size) if vm_size else None
+        return sku.gpu_count if sku else 0
 
     async def _write(
         self, body: Mapping[str, Any], launch: Launch, node: Mapping[str, Any] | None

@@ -10,6 +10,8 @@ MACHINE_TYPE_LABEL = "kaito.sh/machine-type"
 SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
 ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"
 FINALIZER = "workspace.finalizer.kaito.sh"
+#: On Machines and NodeClaims: Karpenter leaves a serving GPU node alone.
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"

@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 
 from kaito_sandbox.sim.arm import ArmSimulator, PoolEvent
+from kaito_sandbox.sim.node_objects import gpu_node
 
 __all__ = ["SimulatedAks", "aks_node", "node_name"]
 
 NODES = "/api/v1/nodes"
 AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 
 
 def node_name(event: PoolEvent) -> str:
@@ -55,22 +55,15 @@ def aks_node(
     location: str,
     index: int = 0,
 ) -> dict[str, Any]:
-    """A Ready Node as AKS registers VM `index` of agent pool `pool`: `labels` plus AKS's own
-    (pool, instance type, OS, hostname, cluster), the SKU's GPUs as capacity, the scale set's
-    provider ID."""
-    all_labels = dict(labels)
-    all_labels.update({
+    """A Ready Node as AKS registers VM `index` of agent pool `pool`: `gpu_node` with AKS's own
+    labels (pool, cluster) besides `labels`, and the scale set's provider ID."""
+    aks_labels = {
+        **labels,
         AGENTPOOL_LABEL: pool,
         "agentpool": pool,
-        INSTANCE_TYPE_LABEL: vm_size,
         "beta.kubernetes.io/instance-type": vm_size,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/hostname": name,
         "kubernetes.azure.com/cluster": f"MC_{resource_group}_{cluster}",
-    })
-    capacity = {"cpu": "24", "memory": "220Gi", "pods": "110"}
-    if gpus:
-        capacity["nvidia.com/gpu"] = str(gpus)
+    }
     scale_set = name.rpartition("vmss")[0] + "vmss"
     node_rg = f"mc_{resource_group}_{cluster}_{location}".lower()
     provider_id = (
@@ -78,18 +71,7 @@ def aks_node(
         f"/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}"
         f"/virtualMachines/{index}"
     )
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": all_labels},
-        "spec": {"providerID": provider_id, **({"taints": taints} if taints else {})},
-        "status": {
-            "capacity": capacity,
-            "allocatable": dict(capacity),
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status"}],
-        },
-    }
+    return gpu_node(name, vm_size, gpus, aks_labels, taints, provider_id)
 
 
 class SimulatedAks:

@@ -104,14 +104,17 @@ def gpu_node(
     provider_id: str | None = None,
 ) -> dict[str, Any]:
     """A Ready GPU Node as a kubelet registers it: `labels` plus the instance type, OS and
-    hostname labels, `nvidia.com/gpu` capacity and allocatable, and the Ready condition."""
+    hostname labels, `nvidia.com/gpu` capacity and allocatable (none for `gpus=0`), and the
+    Ready condition."""
     all_labels = dict(labels or {})
     all_labels.update({
         INSTANCE_TYPE_LABEL: sku,
         "kubernetes.io/os": "linux",
         "kubernetes.io/hostname": name,
     })
-    capacity = {"cpu": "8", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    capacity = {"cpu": "24", "memory": "220Gi", "pods": "110"}
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
     spec: dict[str, Any] = {"providerID": provider_id or f"azure:///sim/{name}"}
     if taints:
         spec["taints"] = [dict(t) for t in taints]

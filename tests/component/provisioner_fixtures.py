@@ -281,3 +281,33 @@ def soak_plan(rng: random.Random, names: list[str]) -> dict[str, tuple[str, list
             faults = [("put", Fault.server_error())] if rng.random() < 0.5 else []
             plan[name] = ("permanent", [*faults, ("put", rng.choice(permanent)())])
     return plan
+
+
+def inject_plan(arm: ArmSimulator, plan: dict[str, tuple[str, list]]) -> int:
+    """Arm every fault of a soak plan on its pool; returns how many were injected."""
+    for name, (_, faults) in plan.items():
+        for operation, fault in faults:
+            arm.inject(operation, fault, pool=name)
+    return sum(len(faults) for _, faults in plan.values())
+
+
+def soak_outcome(items: list[dict], launched: str) -> dict[str, str]:
+    """`ready` or `failed` (launch condition False, with the cloud's message) by object name,
+    for the objects that have settled."""
+    outcome = {}
+    for item in items:
+        conds = conditions(item)
+        if conds.get("Ready", {}).get("status") == "True":
+            outcome[item["metadata"]["name"]] = "ready"
+        elif conds.get(launched, {}).get("status") == "False":
+            assert conds[launched]["message"], item
+            outcome[item["metadata"]["name"]] = "failed"
+    return outcome
+
+
+def arm_answers(counted: dict[tuple[str, str], float]) -> tuple[float, float]:
+    """(error answers but 404, timeouts) among the ARM requests a provisioner counted."""
+    timeouts = sum(v for (_, code), v in counted.items() if code == "timeout")
+    errors = sum(v for (_, code), v in counted.items()
+                 if code.isdigit() and code != "404" and int(code) >= 400)
+    return errors, timeouts

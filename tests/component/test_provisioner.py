@@ -27,14 +27,17 @@ from tests.component.provisioner_fixtures import (
     SKU,
     SUB,
     Provisioners,  # noqa: F401 - test_rbac.py uses it through this module
+    arm_answers,
     conditions,
     create_machine,
     events_for,
     get_machine,
     gpus_of,
+    inject_plan,
     new_name,
     our_pools,
     puts,
+    soak_outcome,
     soak_plan,
     wait_condition,
     wait_for,
@@ -299,25 +302,14 @@ def test_soak_fifty_machines_with_random_faults(api, http, arm, aks, provisioner
     rng = random.Random(20240601)
     names = [f"soak{i:03d}" for i in range(50)]
     plan = soak_plan(rng, names)
-    for name, (_, faults) in plan.items():
-        for operation, fault in faults:
-            arm.inject(operation, fault, pool=name)
-    injected = sum(len(faults) for _, faults in plan.values())
+    injected = inject_plan(arm, plan)
     started = time.monotonic()
     runtime = provisioners.start(max_workers=20).runtime
     for name in names:
         create_machine(http, name)
 
     def settled() -> dict[str, str] | None:
-        items = http.get(MACHINES).json()["items"]
-        outcome = {}
-        for item in items:
-            conds = conditions(item)
-            if conds.get("Ready", {}).get("status") == "True":
-                outcome[item["metadata"]["name"]] = "ready"
-            elif conds.get("MachineLaunched", {}).get("status") == "False":
-                assert conds["MachineLaunched"]["message"], item
-                outcome[item["metadata"]["name"]] = "failed"
+        outcome = soak_outcome(http.get(MACHINES).json()["items"], "MachineLaunched")
         return outcome if len(outcome) == len(names) else None
 
     outcome = wait_for(settled, timeout=180, what="every Machine Ready or failed")
@@ -333,9 +325,7 @@ def test_soak_fifty_machines_with_random_faults(api, http, arm, aks, provisioner
     elapsed = time.monotonic() - started
     calls = arm.calls
     counted = runtime.metrics.arm.snapshot()
-    timeouts = sum(v for (_, code), v in counted.items() if code == "timeout")
-    faulty = sum(v for (_, code), v in counted.items() if code not in ("timeout", "404")
-                 and int(code) >= 400)
+    faulty, timeouts = arm_answers(counted)
     with capsys.disabled():
         print(
             f"\nsoak: machines={len(names)} ready={sum(v == 'ready' for v in outcome.values())} "

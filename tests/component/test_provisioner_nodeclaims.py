@@ -32,6 +32,7 @@ from tests.component.provisioner_fixtures import (
     SKU,
     SUB,
     Provisioners,
+    arm_answers,
     conditions,
     create_machine,
     create_nodeclaim,
@@ -40,9 +41,12 @@ from tests.component.provisioner_fixtures import (
     get_machine,
     get_nodeclaim,
     gpus_of,
+    inject_plan,
     new_name,
+    nodeclaim_body,
     our_pools,
     puts,
+    soak_outcome,
     soak_plan,
     wait_condition,
     wait_for,
@@ -242,6 +246,38 @@ def test_machine_from_before_the_switch_is_still_finalized(api, http, arm, aks, 
     assert claim in arm.pools() and len(puts(arm, legacy)) == 1
 
 
+@pytest.mark.parametrize("broken", [
+    {"spec.nodeClassRef": None},                       # no NodeClass: not a v1 NodeClaim
+    {"spec.requirements": "Standard_NC6s_v3"},         # a string where a list belongs
+    {"spec.resources": {"requests": {"storage": "a lot"}}},
+], ids=["no-node-class", "requirements-not-a-list", "bad-storage"])
+def test_malformed_nodeclaim_fails_once_and_creates_nothing(api, http, arm, aks, provisioners,
+                                                            broken):
+    """A NodeClaim the API server would have refused (the emulator does not validate schemas)
+    ends with Launched=False and the reason, without a pool or a retry loop; the provisioner
+    keeps serving the others."""
+    bad, good = new_name(), new_name()
+    body = nodeclaim_body(bad)
+    for path, value in broken.items():
+        node = body
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    provisioners.start(node_kind="nodeclaim")
+    assert http.post(NODECLAIMS, json=body).status_code == 201
+    create_nodeclaim(http, good)
+    launched = wait_condition(http, bad, "Launched", "False", path=NODECLAIMS)
+    assert launched["reason"] == "InvalidPoolParameters" and bad in launched["message"]
+    wait_condition(http, good, "Ready", "True", path=NODECLAIMS)
+    assert puts(arm, bad) == []
+    http.delete(f"{NODECLAIMS}/{bad}")
+    wait_for(lambda: get_nodeclaim(http, bad) is None, what="the malformed NodeClaim to go")
+
+
 def test_only_workspace_nodeclaims_are_finalized_by_a_machine_provisioner(api, http, arm, aks,
                                                                           provisioners):
     provisioners.start(node_kind="machine")
@@ -295,10 +331,7 @@ def test_soak_fifty_nodeclaims_with_random_faults_and_restarts(api, http, arm, a
     rng = random.Random(20240601)  # the Machine soak's seed: the same plan of faults
     names = [f"soak{i:03d}" for i in range(50)]
     plan = soak_plan(rng, names)
-    for name, (_, faults) in plan.items():
-        for operation, fault in faults:
-            arm.inject(operation, fault, pool=name)
-    injected = sum(len(faults) for _, faults in plan.values())
+    injected = inject_plan(arm, plan)
     started = time.monotonic()
     running = provisioners.start(node_kind="nodeclaim", max_workers=20)
     restarts = 0
@@ -314,14 +347,7 @@ def test_soak_fifty_nodeclaims_with_random_faults_and_restarts(api, http, arm, a
 
     def settled(at_least: int):
         def check() -> dict[str, str] | None:
-            outcome = {}
-            for item in http.get(NODECLAIMS).json()["items"]:
-                conds = conditions(item)
-                if conds.get("Ready", {}).get("status") == "True":
-                    outcome[item["metadata"]["name"]] = "ready"
-                elif conds.get("Launched", {}).get("status") == "False":
-                    assert conds["Launched"]["message"], item
-                    outcome[item["metadata"]["name"]] = "failed"
+            outcome = soak_outcome(http.get(NODECLAIMS).json()["items"], "Launched")
             return outcome if len(outcome) >= at_least else None
         return check
 
@@ -355,9 +381,7 @@ def test_soak_fifty_nodeclaims_with_random_faults_and_restarts(api, http, arm, a
     for thread in provisioners.running:
         for key, value in thread.runtime.metrics.arm.snapshot().items():
             counted[key] = counted.get(key, 0.0) + value
-    timeouts = sum(v for (_, code), v in counted.items() if code == "timeout")
-    faulty = sum(v for (_, code), v in counted.items() if code.isdigit() and code != "404"
-                 and int(code) >= 400)
+    faulty, timeouts = arm_answers(counted)
     with capsys.disabled():
         print(
             f"\nsoak: nodeclaims={len(names)} ready={sum(v == 'ready' for v in outcome.values())} "

@@ -339,6 +339,31 @@ def test_settings_from_env():
         settings_from_env({"KAITO_WEIGHTS": "torrent"})
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("KAITO_NODE_PROVISIONING", "karpenter"),
+    ("KAITO_NODECLAIM_NODEPOOL", ""),
+    ("KAITO_NODECLAIM_NODEPOOL", "GPU_Pool"),
+    ("KAITO_NODECLAIM_NODEPOOL", "a" * 64),
+    ("KAITO_NODECLAIM_NODE_CLASS_GROUP", "karpenter.azure.com/v1"),
+    ("KAITO_NODECLAIM_NODE_CLASS_KIND", ""),
+    ("KAITO_NODECLAIM_SKU_LABEL", "sku name"),
+    ("KAITO_NODECLAIM_SKU_LABEL", "/sku"),
+])
+def test_bad_node_provisioning_settings_name_the_variable(variable, value):
+    """Values Karpenter's CRD would refuse in every NodeClaim stop the operator at start-up,
+    naming the variable, instead of failing every Workspace later."""
+    with pytest.raises(SettingsError, match=variable):
+        settings_from_env({variable: value})
+
+
+def test_node_provisioning_settings_from_env():
+    settings = settings_from_env({"KAITO_NODE_PROVISIONING": "nodeclaim",
+                                  "KAITO_NODECLAIM_NODEPOOL": "gpu-a100",
+                                  "KAITO_NODECLAIM_SKU_LABEL": ""})
+    assert (settings.node_provisioning, settings.nodeclaim_nodepool) == ("nodeclaim", "gpu-a100")
+    assert settings.nodeclaim_sku_label == ""
+
+
 def test_every_catalog_sku_leaves_room_for_the_node(catalog):
     preset = catalog.preset("phi-3-mini-4k-instruct")
     for sku in catalog.skus.values():

@@ -16,7 +16,11 @@ from typing import Any
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.kube import Kind
 from kaito_operator.settings import Settings
-from kaito_operator.workspace.names import machine_name
+from kaito_operator.workspace.names import (
+    WORKSPACE_LABEL,
+    WORKSPACE_NAMESPACE_LABEL,
+    machine_name,
+)
 
 #: build(ws, index, disk_gib, settings) -> the node object for node `index` of `ws`.
 Builder = Callable[[Workspace, int, int, Settings], dict[str, Any]]
@@ -71,6 +75,14 @@ class Provisioner:
         """Reason of the Normal Event for each object created (`MachineCreated`,
         `NodeClaimCreated`; empty for a mode that creates nothing)."""
         return f"{self.kind.kind}Created" if self.kind else ""
+
+
+def object_labels(ws: Workspace, key: str, value: str) -> dict[str, str]:
+    """A node object's labels: the user's `matchLabels` (the provisioner copies them onto the
+    node), the Workspace's owner labels, and the kind's own `key: value`."""
+    labels = dict(ws.resource.label_selector.match_labels or {})
+    labels.update({WORKSPACE_LABEL: ws.name, WORKSPACE_NAMESPACE_LABEL: ws.namespace, key: value})
+    return labels
 
 
 def free_indices(ws: Workspace, existing: set[str], wanted: int) -> list[int]:

@@ -9,34 +9,17 @@ from kaito_operator.api.machine import INSTANCE_TYPE_LABEL, LAUNCHED, READY
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.kube import MACHINES
 from kaito_operator.settings import Settings
-from kaito_operator.workspace.names import (
-    GPU_TAINT,
-    WORKSPACE_LABEL,
-    WORKSPACE_NAMESPACE_LABEL,
-    machine_name,
-)
+from kaito_operator.workspace.names import DO_NOT_DISRUPT, GPU_TAINT, machine_name
 from kaito_operator.workspace.provisioning.base import (
     ConditionNames,
     OwnedNode,
     Provisioner,
+    object_labels,
     owned_view,
 )
 
 PROVISIONER_LABEL = "karpenter.sh/provisioner-name"
-DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 KIND = "Machine"
-
-
-def machine_labels(ws: Workspace) -> dict[str, str]:
-    labels = dict(ws.resource.label_selector.match_labels or {})
-    labels.update(
-        {
-            WORKSPACE_LABEL: ws.name,
-            WORKSPACE_NAMESPACE_LABEL: ws.namespace,
-            PROVISIONER_LABEL: "default",
-        }
-    )
-    return labels
 
 
 def build_machine(ws: Workspace, index: int, disk_gib: int) -> dict[str, Any]:
@@ -57,7 +40,7 @@ def build_machine(ws: Workspace, index: int, disk_gib: int) -> dict[str, Any]:
         "kind": KIND,
         "metadata": {
             "name": name,
-            "labels": machine_labels(ws),
+            "labels": object_labels(ws, PROVISIONER_LABEL, "default"),
             "annotations": {DO_NOT_DISRUPT: "true"},
         },
         "spec": {

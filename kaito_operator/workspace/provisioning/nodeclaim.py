@@ -16,21 +16,16 @@ from kaito_operator.api.nodeclaim import (
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.kube import NODECLAIMS
 from kaito_operator.settings import Settings
-from kaito_operator.workspace.names import (
-    GPU_TAINT,
-    WORKSPACE_LABEL,
-    WORKSPACE_NAMESPACE_LABEL,
-    machine_name,
-)
+from kaito_operator.workspace.names import DO_NOT_DISRUPT, GPU_TAINT, machine_name
 from kaito_operator.workspace.provisioning.base import (
     ConditionNames,
     OwnedNode,
     Provisioner,
+    object_labels,
     owned_view,
 )
 
 KIND = "NodeClaim"
-DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 OS_LABEL = "kubernetes.io/os"
 NEVER_EXPIRE = "Never"
 #: Keys of the karpenter.sh domain a NodeClaim requirement may name (upstream's CEL rule).
@@ -44,16 +39,6 @@ def requirement_allowed(key: str) -> bool:
         return False
     domain = key.split("/", 1)[0] if "/" in key else key
     return key in _ALLOWED_KARPENTER_KEYS or not domain.endswith("karpenter.sh")
-
-
-def nodeclaim_labels(ws: Workspace, settings: Settings) -> dict[str, str]:
-    labels = dict(ws.resource.label_selector.match_labels or {})
-    labels.update({
-        WORKSPACE_LABEL: ws.name,
-        WORKSPACE_NAMESPACE_LABEL: ws.namespace,
-        NODEPOOL_LABEL: settings.nodeclaim_nodepool,
-    })
-    return labels
 
 
 def _in(key: str, value: str) -> dict[str, Any]:
@@ -86,7 +71,7 @@ def build_nodeclaim(
         "kind": KIND,
         "metadata": {
             "name": machine_name(ws.namespace, ws.name, index),
-            "labels": nodeclaim_labels(ws, settings),
+            "labels": object_labels(ws, NODEPOOL_LABEL, settings.nodeclaim_nodepool),
             "annotations": {DO_NOT_DISRUPT: "true"},
         },
         "spec": {
